@@ -1,0 +1,120 @@
+"""EmbedEngine: Qwen3-Embedding on vLLM's pooling runner.
+
+Last-token pooling on the EOS that the Qwen3-Embedding tokenizer appends, then L2
+normalisation; MRL dimensions are truncated and re-normalised by vLLM (the config declares
+``is_matryoshka``). Knows nothing of HTTP or Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from serving.config import EmbedModelConfig
+from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine
+from serving.engines.errors import EngineInputError, InputTooLongError
+
+InputType = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    embeddings: np.ndarray  # float32, shape (n_inputs, dimensions), rows L2-normalised
+    prompt_tokens: int  # tokens the model read, for usage accounting
+
+
+class EmbedInputs:
+    """Validation and tokenization of embed requests: everything before the engine, no vLLM."""
+
+    def __init__(self, config: EmbedModelConfig, tokenizer: Any, hidden_size: int, vocab_size: int):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_dimensions = hidden_size
+        self.vocab_size = vocab_size
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is None:
+            return
+        lo, hi = self.config.min_dimensions, self.max_dimensions
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not lo <= dimensions <= hi:
+            raise EngineInputError(f"`dimensions` must be an integer between {lo} and {hi} for {self.config.name}, "
+                                   f"got {dimensions!r}")
+
+    def format_query(self, query: str, instruction: str | None = None) -> str:
+        return self.config.query_template.format(instruction=instruction or self.config.default_instruction,
+                                                 query=query)
+
+    def tokenize(self, inputs: Any, *, input_type: InputType = "document",
+                 instruction: str | None = None) -> list[list[int]]:
+        """Texts become token ids ending in EOS; token-id inputs are taken verbatim."""
+        if input_type not in ("query", "document"):
+            raise EngineInputError(f"`input_type` must be 'query' or 'document', got {input_type!r}")
+        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+            raise EngineInputError("`instruction` must be a non-empty string")
+        limit = self.config.max_model_len
+        if _is_token_lists(inputs):
+            ids = [self._check_token_ids(i, list(t)) for i, t in enumerate(inputs)]
+            if self.config.truncate:
+                ids = [t[:limit] for t in ids]
+        else:
+            texts = require_texts(inputs, "input")
+            if input_type == "query":
+                texts = [self.format_query(t, instruction) for t in texts]
+            # The tokenizer's truncation reserves room for the appended EOS, so it survives.
+            ids = self.tokenizer(texts, truncation=self.config.truncate, max_length=limit)["input_ids"]
+        for i, t in enumerate(ids):
+            if len(t) > limit:
+                raise InputTooLongError(f"input[{i}] has {len(t)} tokens; {self.config.name} accepts at most {limit}")
+        return ids
+
+    def _check_token_ids(self, index: int, ids: list[Any]) -> list[int]:
+        if not ids:
+            raise EngineInputError(f"input[{index}] is an empty token list")
+        for token in ids:
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
+                raise EngineInputError(f"input[{index}] holds {token!r}, not a token id in [0, {self.vocab_size})")
+        return ids
+
+
+class EmbedEngine(OwnsEngine):
+    def __init__(self, config: EmbedModelConfig):
+        self.config = config
+        tokenizer = load_tokenizer(config.model)
+        self._engine = start_engine(
+            config,
+            runner="pooling",
+            # Qwen3-Embedding reads the hidden state of the final (EOS) token, then L2-normalises.
+            pooler_config={"pooling_type": "LAST", "use_activation": True},
+        )
+        hf_config = self._engine.model_config.hf_config
+        self.inputs = EmbedInputs(config, tokenizer, hf_config.hidden_size, hf_config.vocab_size)
+
+    async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
+                    dimensions: int | None = None) -> EmbedResult:
+        """Embed a batch. All inputs go to vLLM at once so continuous batching fills each step."""
+        self.inputs.check_dimensions(dimensions)
+        token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction)
+        return await self.embed_token_ids(token_ids, dimensions=dimensions)
+
+    async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None) -> EmbedResult:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        params = PoolingParams(task="embed", dimensions=dimensions)
+
+        async def one(ids: list[int]) -> np.ndarray:
+            stream = self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, new_request_id("embed"))
+            return (await final_output(stream)).outputs.data.float().numpy()
+
+        vectors = await asyncio.gather(*(one(ids) for ids in token_ids))
+        return EmbedResult(embeddings=np.stack(vectors).astype(np.float32, copy=False),
+                           prompt_tokens=sum(len(ids) for ids in token_ids))
+
+
+def _is_token_lists(inputs: Any) -> bool:
+    return (isinstance(inputs, Sequence) and not isinstance(inputs, str) and len(inputs) > 0
+            and all(isinstance(x, Sequence) and not isinstance(x, str) for x in inputs))

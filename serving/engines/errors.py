@@ -1,0 +1,13 @@
+"""Errors raised by the engines. The HTTP layer maps each to one status code."""
+
+
+class EngineInputError(ValueError):
+    """The caller's input is invalid (empty, wrong type, out of range)."""
+
+
+class InputTooLongError(EngineInputError):
+    """An input exceeds the model's token limit and the config says to reject, not truncate."""
+
+
+class EngineUnavailableError(RuntimeError):
+    """The vLLM engine is dead or shutting down; the request may be retried elsewhere."""

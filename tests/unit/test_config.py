@@ -1,0 +1,28 @@
+import pytest
+from pydantic import ValidationError
+
+from serving.config import EmbedModelConfig, RerankModelConfig
+
+
+def test_defaults_are_the_hub_models_with_matryoshka_enabled():
+    assert EmbedModelConfig().model == "Qwen/Qwen3-Embedding-0.6B"
+    assert EmbedModelConfig().hf_overrides == {"is_matryoshka": True}
+    assert RerankModelConfig().model == "Qwen/Qwen3-Reranker-0.6B"
+    assert RerankModelConfig().enable_prefix_caching
+
+
+def test_templates_missing_a_placeholder_fail_at_load():
+    with pytest.raises(ValidationError, match=r"\{query\}"):
+        EmbedModelConfig(query_template="Instruct: {instruction}")
+    with pytest.raises(ValidationError, match=r"\{document\}"):
+        RerankModelConfig(pair_template="{instruction} {query}")
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValidationError, match="tensor_paralel_size"):
+        EmbedModelConfig(tensor_paralel_size=2)
+
+
+def test_served_name_defaults_to_model():
+    assert EmbedModelConfig(model="m").name == "m"
+    assert EmbedModelConfig(model="m", served_model_name="alias").name == "alias"
