@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,7 +47,62 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--query", required=True)
     rerank.add_argument("--instruction", default=None)
     rerank.add_argument("documents", nargs="+", metavar="DOC")
+    serve = sub.add_parser("serve", help="deploy the Ray Serve app and serve HTTP until SIGINT/SIGTERM")
+    serve.add_argument("--config", default=None, help="YAML app config (default: built-in defaults)")
+    serve.add_argument("--embed-model", default=None, help="hub id or path for the (first) embed model")
+    serve.add_argument("--rerank-model", default=None, help="hub id or path for the (first) rerank model")
+    serve.add_argument("--port", type=int, default=None)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    from serving.config import AppConfig
+    from serving.deployments.app import APP_NAME, build_app
+    from serving.models.sources import resolve_sources
+
+    log = logging.getLogger("qwen3-serve")
+    config = AppConfig.load(args.config)
+    config = _with_cli_overrides(config, args)
+    # First log lines: where every model's weights come from (a FALLBACK warning if tiny).
+    config, sources = resolve_sources(config)
+    for name, src in sources.items():
+        log.info("model %s <- %s%s", name, src["source"], "  [TINY FALLBACK]" if src["fallback"] else "")
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": config.http.host, "port": config.http.port,
+                                  "request_timeout_s": config.http.request_timeout_s})
+        serve.run(build_app(config, sources), name=APP_NAME, route_prefix="/", blocking=False)
+        log.info("serving on http://%s:%d (Ctrl-C to stop)", config.http.host, config.http.port)
+        stop.wait()
+        log.info("shutting down")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _with_cli_overrides(config, args: argparse.Namespace):
+    models = list(config.models)
+    for kind, path in (("embed", args.embed_model), ("rerank", args.rerank_model)):
+        if path is None:
+            continue
+        i = next((i for i, m in enumerate(models) if m.kind == kind), None)
+        if i is None:
+            raise SystemExit(f"--{kind}-model given but the config has no {kind} model")
+        models[i] = models[i].model_copy(update={"engine": models[i].engine.model_copy(update={"model": path})})
+    update: dict = {"models": models}
+    if args.port is not None:
+        update["http"] = config.http.model_copy(update={"port": args.port})
+    return config.model_copy(update=update)
 
 
 async def _embed(args: argparse.Namespace) -> dict:
@@ -78,6 +134,8 @@ async def _rerank(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # stdout carries the JSON result; vLLM (and its engine processes) log to stdout by default.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "tiny-models":
         from serving.models.tiny import QWEN3_06B_SHAPED, TINY, build_tiny_models
@@ -86,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   seed=args.seed)
         print(json.dumps({k: str(v) for k, v in paths.items()}))
         return 0
+    if args.command == "serve":
+        return _serve(args)
     run = {"embed": _embed, "rerank": _rerank}[args.command]
     try:
         print(json.dumps(asyncio.run(run(args))))

@@ -6,9 +6,12 @@ Model quirks (hf_overrides, prompt strings, yes/no tokens) are config fields, so
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving import prompts
 
@@ -37,6 +40,9 @@ class EngineConfig(_Strict):
     cpu_omp_threads_bind: str | None = Field(
         None, description='CPU backend only: VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1" (TP=1) or "0|1" (TP=2).')
     seed: int = Field(0, description="Engine seed.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="How vLLM runs TP shards: `mp` (processes in the replica) or `ray` (placement-group "
+                          "bundles). None lets the deployment shape decide.")
 
     @property
     def name(self) -> str:
@@ -87,3 +93,153 @@ class RerankModelConfig(EngineConfig):
             if key not in self.pair_template:
                 raise ValueError(f"pair_template must contain {key}; got {self.pair_template!r}")
         return self
+
+
+# --- The whole app: models, routing, limits, auth. Loaded from YAML, overridable from the environment.
+
+
+class ScalingConfig(_Strict):
+    """Replicas of one model deployment and its backpressure bounds."""
+
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count when autoscaling is off.")
+    autoscaling: bool = Field(False, description="Scale between min_replicas and max_replicas on load.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling floor.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling ceiling.")
+    target_ongoing_requests: float = Field(8, gt=0, description="Autoscaling target of in-flight requests per replica.")
+    max_ongoing_requests: int = Field(32, ge=1, description="In-flight requests per replica before queueing.")
+    max_queued_requests: int = Field(
+        512, ge=-1, description="Requests queued at the caller beyond which new ones get 429; -1 = unbounded.")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with 429 responses.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> ScalingConfig:
+        if self.autoscaling and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class ResourceConfig(_Strict):
+    """What one replica reserves. With GPUs, each tensor-parallel shard gets its own GPU bundle."""
+
+    accelerator: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="`gpu` reserves GPUs per shard; `cpu` none; `auto` picks gpu if the cluster has GPUs.")
+    gpus_per_shard: float = Field(1.0, gt=0, description="GPUs per tensor-parallel shard (gpu only).")
+    cpus_per_shard: float = Field(1.0, gt=0, description="CPUs reserved per shard (the whole replica on cpu).")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs for the replica actor itself.")
+
+
+class _ModelDeployment(_Strict):
+    name: str = Field(min_length=1, description="Model name clients send in `model`; also the deployment name.")
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    resources: ResourceConfig = Field(default_factory=ResourceConfig)
+
+
+class EmbedDeploymentConfig(_ModelDeployment):
+    kind: Literal["embed"] = "embed"
+    engine: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
+
+
+class RerankDeploymentConfig(_ModelDeployment):
+    kind: Literal["rerank"] = "rerank"
+    engine: RerankModelConfig = Field(default_factory=RerankModelConfig)
+
+
+ModelDeploymentConfig = Annotated[EmbedDeploymentConfig | RerankDeploymentConfig, Field(discriminator="kind")]
+
+
+class AliasTarget(_Strict):
+    model: str = Field(description="A model name from `models`.")
+    weight: float = Field(gt=0, description="Relative share of the alias's traffic.")
+
+
+class LimitsConfig(_Strict):
+    """Request bounds; a request over any of them gets 413."""
+
+    max_inputs_per_request: int = Field(2048, ge=1, description="Inputs per /v1/embeddings request.")
+    max_input_chars: int = Field(200_000, ge=1, description="Characters per embedding input or rerank document.")
+    max_input_tokens: int = Field(32_768, ge=1, description="Token ids per token-list embedding input.")
+    max_documents_per_request: int = Field(1000, ge=1, description="Documents per /v1/rerank request.")
+    max_query_chars: int = Field(20_000, ge=1, description="Characters of a rerank query or an instruction.")
+    embed_chunk_size: int = Field(
+        64, ge=1, description="Inputs per sub-request: large embedding requests are split and spread over replicas.")
+
+
+class RouterConfig(_Strict):
+    num_replicas: int = Field(1, ge=1, description="Ingress replicas.")
+    max_ongoing_requests: int = Field(1000, ge=1, description="In-flight HTTP requests per ingress replica.")
+    traffic_seed: int = Field(0, description="Seed of the deterministic weighted split of alias traffic.")
+    health_timeout_s: float = Field(5.0, gt=0, description="How long /ready waits for each model deployment.")
+
+
+class HttpConfig(_Strict):
+    host: str = Field("0.0.0.0", description="Bind address of Ray Serve's HTTP proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    request_timeout_s: float | None = Field(300.0, gt=0, description="Proxy-side timeout per request.")
+
+
+class AppConfig(BaseSettings):
+    """The whole serving app. YAML gives the base; QWEN3_SERVE_* environment variables override it,
+    nested with `__`, e.g. QWEN3_SERVE_HTTP__PORT=9000 or QWEN3_SERVE_LIMITS__MAX_INPUTS_PER_REQUEST=64."""
+
+    model_config = SettingsConfigDict(env_prefix="QWEN3_SERVE_", env_nested_delimiter="__", extra="forbid")
+
+    models: list[ModelDeploymentConfig] = Field(
+        default_factory=lambda: [EmbedDeploymentConfig(name="Qwen/Qwen3-Embedding-0.6B"),
+                                 RerankDeploymentConfig(name="Qwen/Qwen3-Reranker-0.6B")],
+        description="Model deployments; each `name` is what clients send as `model`.")
+    aliases: dict[str, list[AliasTarget]] = Field(
+        default_factory=dict, description="Names that split traffic over models by weight (e.g. a 90/10 canary).")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer keys; empty disables auth. Env: comma-separated QWEN3_SERVE_API_KEYS.")
+    fallback_to_tiny_models: bool = Field(
+        True, description="If a hub model cannot be reached and has no local copy, serve a tiny random model "
+                          "(and say so in logs and /v1/models) instead of failing.")
+    tiny_models_dir: str = Field(".tiny-models", description="Where fallback tiny models are built and cached.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return env_settings, init_settings  # the environment overrides the YAML file
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_names(self) -> AppConfig:
+        names = [m.name for m in self.models]
+        if not names:
+            raise ValueError("`models` must list at least one model deployment")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        kinds = {m.name: m.kind for m in self.models}
+        for alias, targets in self.aliases.items():
+            if alias in kinds:
+                raise ValueError(f"alias {alias!r} has the same name as a model; pick another name")
+            if not targets:
+                raise ValueError(f"alias {alias!r} needs at least one target")
+            unknown = [t.model for t in targets if t.model not in kinds]
+            if unknown:
+                raise ValueError(f"alias {alias!r} points at unknown models {unknown}; known: {names}")
+            if len({kinds[t.model] for t in targets}) > 1:
+                raise ValueError(f"alias {alias!r} mixes embed and rerank models")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> AppConfig:
+        """Read YAML (if given), apply `overrides`, then the environment; invalid values fail here."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text())
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping at the top level")
+            data = loaded or {}
+        return cls(**(data | overrides))
+
+    def model(self, name: str) -> EmbedDeploymentConfig | RerankDeploymentConfig:
+        return next(m for m in self.models if m.name == name)

@@ -20,7 +20,7 @@ def engine_args(config: EngineConfig, **extra: Any):
 
     optional = {
         key: getattr(config, key)
-        for key in ("block_size", "max_num_seqs", "max_num_batched_tokens")
+        for key in ("block_size", "max_num_seqs", "max_num_batched_tokens", "distributed_executor_backend")
         if getattr(config, key) is not None
     }
     return AsyncEngineArgs(
@@ -91,6 +91,17 @@ class OwnsEngine:
     """Base for classes holding an AsyncLLM in ``_engine``: explicit, idempotent shutdown."""
 
     _engine: Any = None
+
+    async def check_health(self) -> None:
+        """Raise EngineUnavailableError unless the engine can take requests."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._engine is None:
+            raise EngineUnavailableError("engine is shut down")
+        try:
+            await self._engine.check_health()
+        except EngineDeadError as exc:
+            raise EngineUnavailableError(f"engine is dead: {exc}") from exc
 
     def shutdown(self) -> None:
         """Stop the engine-core processes now. Left to garbage collection, AsyncLLM's finaliser

@@ -48,16 +48,19 @@ class EmbedInputs:
         return self.config.query_template.format(instruction=instruction or self.config.default_instruction,
                                                  query=query)
 
-    def tokenize(self, inputs: Any, *, input_type: InputType = "document",
-                 instruction: str | None = None) -> list[list[int]]:
-        """Texts become token ids ending in EOS; token-id inputs are taken verbatim."""
+    def tokenize(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
+                 first_index: int = 0) -> list[list[int]]:
+        """Texts become token ids ending in EOS; token-id inputs are taken verbatim.
+
+        ``first_index`` numbers inputs in error messages when this is one chunk of a larger request.
+        """
         if input_type not in ("query", "document"):
             raise EngineInputError(f"`input_type` must be 'query' or 'document', got {input_type!r}")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise EngineInputError("`instruction` must be a non-empty string")
         limit = self.config.max_model_len
         if _is_token_lists(inputs):
-            ids = [self._check_token_ids(i, list(t)) for i, t in enumerate(inputs)]
+            ids = [self._check_token_ids(i, list(t)) for i, t in enumerate(inputs, start=first_index)]
             if self.config.truncate:
                 ids = [t[:limit] for t in ids]
         else:
@@ -66,7 +69,7 @@ class EmbedInputs:
                 texts = [self.format_query(t, instruction) for t in texts]
             # The tokenizer's truncation reserves room for the appended EOS, so it survives.
             ids = self.tokenizer(texts, truncation=self.config.truncate, max_length=limit)["input_ids"]
-        for i, t in enumerate(ids):
+        for i, t in enumerate(ids, start=first_index):
             if len(t) > limit:
                 raise InputTooLongError(f"input[{i}] has {len(t)} tokens; {self.config.name} accepts at most {limit}")
         return ids
@@ -94,10 +97,11 @@ class EmbedEngine(OwnsEngine):
         self.inputs = EmbedInputs(config, tokenizer, hf_config.hidden_size, hf_config.vocab_size)
 
     async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
-                    dimensions: int | None = None) -> EmbedResult:
+                    dimensions: int | None = None, first_index: int = 0) -> EmbedResult:
         """Embed a batch. All inputs go to vLLM at once so continuous batching fills each step."""
         self.inputs.check_dimensions(dimensions)
-        token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction)
+        token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction,
+                                         first_index=first_index)
         return await self.embed_token_ids(token_ids, dimensions=dimensions)
 
     async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None) -> EmbedResult:

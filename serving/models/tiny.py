@@ -50,7 +50,7 @@ class TinyShape:
     head_dim: int = 64
     # Larger than the usual 0.02 so random models give well-spread scores and vectors.
     initializer_range: float = 0.2
-    max_position_embeddings: int = 4096
+    max_position_embeddings: int = 32768  # as the real models, so default max_model_len configs load
 
 
 TINY = TinyShape()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import pytest_asyncio
 
 MAX_MODEL_LEN = 512
 
@@ -12,7 +13,9 @@ def engine_fields(**overrides) -> dict:
     return fields | overrides
 
 
-@pytest.fixture(scope="session")
+# Module scope: each engine lives only while its test module runs, so engines and the Ray Serve
+# app's engines are not all alive at once on this 2-core machine.
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def embed_engine(tiny_models):
     from serving.config import EmbedModelConfig
     from serving.engines.embed import EmbedEngine
@@ -22,7 +25,7 @@ async def embed_engine(tiny_models):
     engine.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def rerank_engine(tiny_models):
     from serving.config import RerankModelConfig
     from serving.engines.rerank import RerankEngine

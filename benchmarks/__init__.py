@@ -1,0 +1,1 @@
+"""Benchmarks: code, not notebooks. Results go to ``benchmarks/results/*.json``."""

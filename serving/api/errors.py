@@ -1,0 +1,102 @@
+"""The fixed set of API errors. Each has one status code and the OpenAI error shape:
+{"error": {"message", "type", "code"}}. A traceback never reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status_code = 500
+    type = "internal_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "code": self.code}}
+        return JSONResponse(body, status_code=self.status_code, headers=self.headers)
+
+
+class InvalidRequest(ApiError):
+    """Malformed body (not JSON, not an object)."""
+    status_code, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class ValidationFailed(ApiError):
+    """Well-formed but invalid: wrong types, empty inputs, dimensions out of range."""
+    status_code, type, code = 422, "invalid_request_error", "validation_error"
+
+
+class Unauthorized(ApiError):
+    status_code, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class ModelNotFound(ApiError):
+    status_code, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class RouteNotFound(ApiError):
+    status_code, type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status_code, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class RequestTooLarge(ApiError):
+    """Over a configured limit: inputs, characters, documents, or tokens when truncation is off."""
+    status_code, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class Overloaded(ApiError):
+    """A model deployment's queue bound was hit; retry after the Retry-After header."""
+    status_code, type, code = 429, "rate_limit_error", "overloaded"
+
+
+class Unavailable(ApiError):
+    """No healthy replica can serve the model right now."""
+    status_code, type, code = 503, "service_unavailable", "model_unavailable"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return InvalidRequest("request body is not valid JSON").response()
+        return ValidationFailed(_validation_message(exc)).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return RouteNotFound(f"no route {request.method} {request.url.path}").response()
+        if exc.status_code == 405:
+            return MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}").response()
+        return ApiError(str(exc.detail)).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ApiError("internal error; the server logged the details").response()

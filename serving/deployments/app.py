@@ -1,0 +1,96 @@
+"""Builds the Ray Serve application from an AppConfig.
+
+`serve run serving.deployments.app:app_builder config=configs/cpu.yaml` and
+`qwen3-serve serve --config ...` both go through `build_app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentConfig
+
+APP_NAME = "qwen3"
+
+
+def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
+                    cluster_has_gpus: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Ray Serve deployment options, engine field overrides) for one model deployment.
+
+    GPU, TP=1: the replica actor reserves the GPU itself.
+    GPU, TP=N>1: a STRICT_PACK placement group, one bundle for the replica actor and one GPU
+    bundle per shard; vLLM's Ray executor places one worker in each shard bundle.
+    CPU: the replica reserves CPUs; TP shards are vLLM worker processes inside it.
+    """
+    tp = model.engine.tensor_parallel_size
+    res = model.resources
+    accelerator = res.accelerator if res.accelerator != "auto" else ("gpu" if cluster_has_gpus else "cpu")
+    scaling = model.scaling
+    options: dict[str, Any] = {
+        "name": deployment_name(model.name),
+        "max_ongoing_requests": scaling.max_ongoing_requests,
+        "max_queued_requests": scaling.max_queued_requests,
+        "backpressure_config": {"status_code": 429, "retry_after_s": scaling.retry_after_s},
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    if scaling.autoscaling:
+        options["autoscaling_config"] = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
+                                         "target_ongoing_requests": scaling.target_ongoing_requests}
+    else:
+        options["num_replicas"] = scaling.num_replicas
+    engine_overrides: dict[str, Any] = {}
+    if accelerator == "gpu" and tp > 1:
+        options["ray_actor_options"] = {"num_cpus": res.replica_cpus, "num_gpus": 0}
+        options["placement_group_bundles"] = [{"CPU": res.replica_cpus}] + [
+            {"CPU": res.cpus_per_shard, "GPU": res.gpus_per_shard} for _ in range(tp)]
+        options["placement_group_strategy"] = "STRICT_PACK"
+        engine_overrides["distributed_executor_backend"] = model.engine.distributed_executor_backend or "ray"
+    elif accelerator == "gpu":
+        options["ray_actor_options"] = {"num_cpus": res.replica_cpus, "num_gpus": res.gpus_per_shard}
+    else:
+        options["ray_actor_options"] = {"num_cpus": res.cpus_per_shard * tp}
+        engine_overrides["distributed_executor_backend"] = model.engine.distributed_executor_backend or (
+            "mp" if tp > 1 else None)
+    return options, engine_overrides
+
+
+def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = None):
+    """The bound application: one deployment per model, and the router in front."""
+    from serving.deployments.model_servers import EmbedServer, RerankServer
+    from serving.deployments.router import Router
+
+    servers = {"embed": EmbedServer, "rerank": RerankServer}
+    handles = {}
+    has_gpus = _cluster_has_gpus()
+    for model in config.models:
+        options, engine_overrides = replica_options(model, has_gpus)
+        deployed = model.model_copy(update={"engine": model.engine.model_copy(update=engine_overrides)})
+        handles[model.name] = servers[model.kind].options(**options).bind(deployed.model_dump(mode="json"))
+    router = Router.options(
+        name="router", num_replicas=config.router.num_replicas,
+        max_ongoing_requests=config.router.max_ongoing_requests, ray_actor_options={"num_cpus": 0},
+    )
+    # SecretStr dumps as "**********" in JSON mode; the router needs the real keys.
+    router_config = config.model_dump(mode="json") | {"api_keys": [k.get_secret_value() for k in config.api_keys]}
+    return router.bind(router_config, handles, sources or {})
+
+
+def app_builder(args: dict[str, str]):
+    """Entry point for Ray's own tools: `serve run serving.deployments.app:app_builder config=FILE`."""
+    from serving.models.sources import resolve_sources
+
+    config, sources = resolve_sources(AppConfig.load(args.get("config")))
+    return build_app(config, sources)
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+
+
+def deployment_name(model_name: str) -> str:
+    """Ray deployment names cannot hold every character a model id can (hub ids have '/')."""
+    return "".join(c if c.isalnum() or c in "-_." else "--" for c in model_name)

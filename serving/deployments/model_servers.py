@@ -1,0 +1,62 @@
+"""Ray Serve deployments that each hold one vLLM engine per replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
+
+
+@serve.deployment
+class EmbedServer:
+    def __init__(self, config: dict[str, Any]):
+        from serving.engines.embed import EmbedEngine
+
+        self.config = EmbedDeploymentConfig.model_validate(config)
+        self.engine = EmbedEngine(self.config.engine)
+
+    async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
+                    dimensions: int | None = None, first_index: int = 0):
+        return await self.engine.embed(inputs, input_type=input_type, instruction=instruction,
+                                       dimensions=dimensions, first_index=first_index)
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
+                "max_model_len": self.config.engine.max_model_len}
+
+    async def check_health(self) -> None:  # Ray Serve restarts the replica if this raises
+        await self.engine.check_health()
+
+    def __del__(self):  # Serve calls this on graceful replica shutdown
+        _shutdown(self)
+
+
+@serve.deployment
+class RerankServer:
+    def __init__(self, config: dict[str, Any]):
+        from serving.engines.rerank import RerankEngine
+
+        self.config = RerankDeploymentConfig.model_validate(config)
+        self.engine = RerankEngine(self.config.engine)
+
+    async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
+                     max_tokens_per_doc: int | None = None):
+        return await self.engine.rerank(query, documents, instruction=instruction,
+                                        max_tokens_per_doc=max_tokens_per_doc)
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "rerank", "max_model_len": self.config.engine.max_model_len}
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def __del__(self):  # Serve calls this on graceful replica shutdown
+        _shutdown(self)
+
+
+def _shutdown(server: Any) -> None:
+    engine = getattr(server, "engine", None)  # absent if __init__ failed
+    if engine is not None:
+        engine.shutdown()

@@ -1,0 +1,149 @@
+"""The router: the single HTTP ingress. Routes by `model`, splits alias traffic, chunks large
+embedding requests across replicas, and turns engine and Ray errors into API errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLarge, Unavailable, ValidationFailed
+from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
+from serving.config import AppConfig
+from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
+from serving.routing import ModelTable, UnknownModelError, chunks
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment
+@serve.ingress()
+class Router:
+    def __init__(self, config: dict[str, Any], handles: dict[str, Any], sources: dict[str, dict[str, Any]]):
+        from serving.metrics import RequestMetrics
+
+        self.config = AppConfig.model_validate(config)
+        self.handles = handles  # deployment name -> DeploymentHandle
+        self.sources = sources  # deployment name -> {"source": ..., "fallback": bool}
+        self.table = ModelTable(self.config)
+        self.metrics = RequestMetrics()
+        self._info: dict[str, dict[str, Any]] = {}
+        self._created = int(time.time())
+
+    def __serve_build_asgi_app__(self):
+        from serving.api.routes import build_api
+
+        return build_api(self)
+
+    def track(self, endpoint: str):
+        return self.metrics.track(endpoint)
+
+    def _resolve(self, name: str, kind: str, routing_key: str) -> str:
+        try:
+            return self.table.resolve(name, kind, routing_key)
+        except UnknownModelError as exc:
+            raise ModelNotFound(str(exc)) from None
+
+    async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]:
+        name = self._resolve(request.model, "embed", routing_key)
+        handle = self.handles[name].embed
+        inputs = request.inputs()
+        parts = chunks(inputs, self.config.limits.embed_chunk_size)
+        # Each chunk is its own handle call, so Ray's request router spreads them over replicas.
+        results = await _gather([
+            handle.remote(part, input_type=request.input_type, instruction=request.instruction,
+                          dimensions=request.dimensions, first_index=start)
+            for start, part in parts
+        ])
+        vectors = np.concatenate([r.embeddings for r in results])
+        return name, vectors, sum(r.prompt_tokens for r in results)
+
+    async def rerank(self, request: RerankRequest, routing_key: str) -> tuple[str, list[float], int]:
+        name = self._resolve(request.model, "rerank", routing_key)
+        # One call per request: its documents share a prefix that is cached on that replica.
+        [result] = await _gather([self.handles[name].rerank.remote(
+            request.query, request.texts(), instruction=request.instruction,
+            max_tokens_per_doc=request.max_tokens_per_doc)])
+        return name, result.scores, result.prompt_tokens
+
+    async def _model_info(self, name: str) -> dict[str, Any]:
+        if name not in self._info:
+            self._info[name] = await self.handles[name].info.remote()
+        return self._info[name]
+
+    async def models(self) -> ModelList:
+        cards = []
+        for m in self.config.models:
+            try:
+                info = await asyncio.wait_for(self._model_info(m.name), self.config.router.health_timeout_s)
+            except Exception:  # listing must not fail because one deployment is still starting
+                info = {}
+            cards.append(ModelCard(id=m.name, created=self._created, kind=m.kind,
+                                   source=self.sources.get(m.name, {}).get("source", m.engine.model),
+                                   fallback=self.sources.get(m.name, {}).get("fallback", False),
+                                   max_dimensions=info.get("max_dimensions"), max_model_len=info.get("max_model_len")))
+        for alias, targets in self.config.aliases.items():
+            total = sum(t.weight for t in targets)
+            cards.append(ModelCard(id=alias, created=self._created, kind=self.table.kind_of(alias),
+                                   targets={t.model: t.weight / total for t in targets}))
+        return ModelList(data=cards)
+
+    async def readiness(self) -> dict[str, str]:
+        async def probe(name: str) -> str:
+            try:
+                await asyncio.wait_for(self._model_info(name), self.config.router.health_timeout_s)
+                return "ready"
+            except Exception as exc:
+                return f"unavailable: {type(exc).__name__}"
+
+        names = list(self.handles)
+        return dict(zip(names, await asyncio.gather(*(probe(n) for n in names))))
+
+    async def metrics_text(self) -> str:
+        """This node's Prometheus exposition from Ray's metrics agent, filtered to our series."""
+        import httpx
+        import ray
+
+        from serving.metrics import filter_exposition
+
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.get(url)
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"metrics agent not reachable: {type(exc).__name__}") from None
+        return filter_exposition(response.text)
+
+
+async def _gather(calls: list) -> list:
+    """Await handle calls, mapping engine and Ray failures onto the API's error types."""
+    try:
+        return await asyncio.gather(*calls)
+    except Exception as exc:
+        raise _api_error(exc) from None
+
+
+def _api_error(exc: Exception) -> ApiError:
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None else exc
+    if isinstance(cause, InputTooLongError):
+        return RequestTooLarge(str(cause))
+    if isinstance(cause, EngineInputError):
+        return ValidationFailed(str(cause))
+    if isinstance(cause, BackPressureError):
+        retry = cause.retry_after_s
+        return Overloaded("model is at capacity; retry later",
+                          headers={"Retry-After": str(max(1, int(-(-retry // 1))))} if retry else None)
+    if isinstance(cause, (EngineUnavailableError, RayActorError, DeploymentUnavailableError, ReplicaUnavailableError)):
+        return Unavailable(f"model unavailable: {type(cause).__name__}")
+    logger.error("unexpected error from a model deployment: %r", cause)
+    return ApiError("internal error; the server logged the details")

@@ -1,0 +1,66 @@
+"""Where each model's weights come from: a local path, the local HF cache, the hub, or, when
+none of those can be had, a tiny random stand-in (only if the config allows it, and loudly)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from serving.config import AppConfig
+
+logger = logging.getLogger(__name__)
+
+
+def hub_status(model: str, timeout_s: float = 5.0) -> str:
+    """'local', 'cached', 'hub' or 'unreachable'."""
+    if Path(model).exists():
+        return "local"
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(model, local_files_only=True, allow_patterns=["config.json"])
+        return "cached"
+    except Exception:
+        pass
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(model, timeout=timeout_s)
+        return "hub"
+    except Exception:
+        return "unreachable"
+
+
+def resolve_sources(config: AppConfig) -> tuple[AppConfig, dict[str, dict[str, Any]]]:
+    """Returns the config to deploy and, per model, {"source", "fallback"} for /v1/models."""
+    sources: dict[str, dict[str, Any]] = {}
+    models = []
+    tiny: dict[str, Path] | None = None
+    for m in config.models:
+        status = hub_status(m.engine.model)
+        if status != "unreachable":
+            sources[m.name] = {"source": m.engine.model, "fallback": False}
+            models.append(m)
+            continue
+        if not config.fallback_to_tiny_models:
+            raise RuntimeError(f"model {m.engine.model!r} is not a local path, not in the HF cache, and the hub "
+                               "cannot be reached; point `engine.model` at local weights or enable "
+                               "fallback_to_tiny_models")
+        logger.warning("FALLBACK: %s cannot be reached and has no local copy; serving %r as a TINY RANDOM model "
+                       "from %s. Its outputs are meaningless.", m.engine.model, m.name, config.tiny_models_dir)
+        if tiny is None:
+            tiny = ensure_tiny_models(Path(config.tiny_models_dir))
+        path = str(tiny["embedding" if m.kind == "embed" else "reranker"])
+        sources[m.name] = {"source": path, "fallback": True}
+        models.append(m.model_copy(update={"engine": m.engine.model_copy(update={"model": path})}))
+    return config.model_copy(update={"models": models}), sources
+
+
+def ensure_tiny_models(out_dir: Path) -> dict[str, Path]:
+    from serving.models.tiny import build_tiny_models
+
+    paths = {"embedding": out_dir / "embedding", "reranker": out_dir / "reranker"}
+    if all((p / "model.safetensors").exists() for p in paths.values()):
+        return paths
+    return build_tiny_models(out_dir)

