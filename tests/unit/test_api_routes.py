@@ -1,0 +1,130 @@
+"""HTTP routes and schemas against a fake service (no Ray, no vLLM): shapes, auth, limits, errors.
+Claims about vectors and scores are tested on the real stack in tests/integration/serve."""
+
+import base64
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.api.errors import ModelNotFound
+from serving.api.protocol import ModelList
+from serving.api.routes import build_api
+from serving.config import AppConfig
+
+
+class FakeService:
+    def __init__(self, **config):
+        self.config = AppConfig.model_validate(
+            {"models": [{"name": "e", "kind": "embed"}, {"name": "r", "kind": "rerank"}]} | config)
+        self.calls = []
+
+    async def embed(self, request, routing_key):
+        if request.model != "e":
+            raise ModelNotFound(f"model {request.model!r} not found")
+        n = len(request.inputs())
+        self.calls.append(request)
+        return "e", np.arange(n * 4, dtype=np.float32).reshape(n, 4), 7 * n
+
+    async def rerank(self, request, routing_key):
+        self.calls.append(request)
+        return "r", [0.1, 0.9, 0.5][: len(request.documents)], 30
+
+    async def models(self):
+        return ModelList(data=[])
+
+    async def readiness(self):
+        return {"e": "ready", "r": "unavailable: RayActorError"}
+
+    async def metrics_text(self):
+        return "ray_qwen3_requests_total 1\n"
+
+    @contextmanager
+    def track(self, endpoint):
+        yield {}
+
+
+def client(**config) -> TestClient:
+    return TestClient(build_api(FakeService(**config)))
+
+
+def test_embedding_response_has_the_openai_shape():
+    body = client().post("/v1/embeddings", json={"model": "e", "input": ["a", "b"]}).json()
+    assert body["object"] == "list" and body["model"] == "e"
+    assert body["data"][1] == {"object": "embedding", "index": 1, "embedding": [4.0, 5.0, 6.0, 7.0]}
+    assert body["usage"] == {"prompt_tokens": 14, "total_tokens": 14}
+
+
+def test_base64_is_little_endian_float32():
+    body = client().post("/v1/embeddings", json={"model": "e", "input": "a", "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+    assert decoded.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_single_token_list_is_one_input():
+    service = FakeService()
+    TestClient(build_api(service)).post("/v1/embeddings", json={"model": "e", "input": [1, 2, 3]})
+    assert service.calls[0].inputs() == [[1, 2, 3]]
+
+
+def test_rerank_is_sorted_with_top_n_and_documents():
+    body = client().post("/v1/rerank", json={"model": "r", "query": "q", "documents": ["a", {"text": "b"}, "c"],
+                                             "top_n": 2}).json()
+    assert [(r["index"], r["relevance_score"], r["document"]["text"]) for r in body["results"]] == [
+        (1, 0.9, "b"), (2, 0.5, "c")]
+    assert body["usage"]["total_tokens"] == 30 and body["meta"]["billed_units"]["search_units"] == 1
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic k1"}])
+def test_keys_are_required_when_configured(headers):
+    response = client(api_keys=["k1", "k2"]).post("/v1/embeddings", json={"model": "e", "input": "a"},
+                                                  headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == {"message": response.json()["error"]["message"],
+                                         "type": "authentication_error", "code": "invalid_api_key"}
+
+
+def test_any_configured_key_is_accepted_and_health_needs_none():
+    c = client(api_keys=["k1", "k2"])
+    assert c.post("/v1/embeddings", json={"model": "e", "input": "a"},
+                  headers={"Authorization": "Bearer k2"}).status_code == 200
+    assert c.get("/health").status_code == 200
+
+
+def test_limits_give_413_with_the_limit_in_the_message():
+    c = client(limits={"max_inputs_per_request": 2, "max_input_chars": 5, "max_documents_per_request": 2,
+                       "max_query_chars": 3, "max_input_tokens": 2})
+    cases = [
+        ("/v1/embeddings", {"model": "e", "input": ["a", "b", "c"]}, "at most 2"),
+        ("/v1/embeddings", {"model": "e", "input": "toolong"}, "at most 5"),
+        ("/v1/embeddings", {"model": "e", "input": [1, 2, 3]}, "at most 2"),
+        ("/v1/rerank", {"model": "r", "query": "q", "documents": ["a", "b", "c"]}, "at most 2"),
+        ("/v1/rerank", {"model": "r", "query": "long", "documents": ["a"]}, "at most 3"),
+    ]
+    for path, body, message in cases:
+        response = c.post(path, json=body)
+        assert response.status_code == 413, body
+        assert message in response.json()["error"]["message"]
+
+
+def test_validation_errors_name_the_field():
+    response = client().post("/v1/embeddings", json={"model": "e", "input": "a", "dimensions": "x"})
+    assert response.status_code == 422
+    assert "dimensions" in response.json()["error"]["message"]
+
+
+def test_unready_models_make_ready_503():
+    response = client().get("/ready")
+    assert response.status_code == 503 and response.json()["models"]["r"].startswith("unavailable")
+
+
+def test_unexpected_errors_are_500_without_traceback():
+    class Broken(FakeService):
+        async def embed(self, request, routing_key):
+            raise RuntimeError("secret internal detail")
+
+    response = TestClient(build_api(Broken()), raise_server_exceptions=False).post(
+        "/v1/embeddings", json={"model": "e", "input": "a"})
+    assert response.status_code == 500
+    assert "secret internal detail" not in response.text and response.json()["error"]["code"] == "internal_error"

@@ -1,0 +1,101 @@
+"""The app config: YAML files, environment overrides, errors that say what to do, replica shapes."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serving.config import AppConfig
+from serving.deployments.app import deployment_name, replica_options
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = AppConfig.load(path)
+    assert {m.kind for m in config.models} == {"embed", "rerank"}
+
+
+def test_environment_overrides_yaml(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("http: {port: 8000, host: 127.0.0.1}\nlimits: {max_inputs_per_request: 10}\n")
+    monkeypatch.setenv("QWEN3_SERVE_HTTP__PORT", "9100")
+    monkeypatch.setenv("QWEN3_SERVE_API_KEYS", "k1, k2")
+    config = AppConfig.load(path)
+    assert config.http.port == 9100 and config.http.host == "127.0.0.1"
+    assert config.limits.max_inputs_per_request == 10
+    assert [k.get_secret_value() for k in config.api_keys] == ["k1", "k2"]
+
+
+def test_api_keys_never_print():
+    config = AppConfig(api_keys=["secret-value"])
+    assert "secret-value" not in repr(config) and "secret-value" not in config.model_dump_json()
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"models": []}, "at least one model"),
+    ({"models": [{"name": "a", "kind": "embed"}, {"name": "a", "kind": "rerank"}]}, "unique"),
+    ({"aliases": {"x": [{"model": "missing", "weight": 1}]}}, "unknown models"),
+    ({"models": [{"name": "a", "kind": "embed"}, {"name": "b", "kind": "rerank"}],
+      "aliases": {"x": [{"model": "a", "weight": 1}, {"model": "b", "weight": 1}]}}, "mixes embed and rerank"),
+    ({"models": [{"name": "a", "kind": "embed", "engine": {"tensor_parallel_size": 0}}]}, "greater than or equal to 1"),
+    ({"models": [{"name": "a", "kind": "embed", "scaling": {"autoscaling": True, "min_replicas": 3,
+                                                             "max_replicas": 2}}]}, "min_replicas"),
+    ({"models": [{"name": "a", "kind": "classify"}]}, "kind"),
+    ({"limits": {"max_inputs_per_request": 0}}, "max_inputs_per_request"),
+])
+def test_invalid_config_fails_at_load_with_a_useful_message(data, message):
+    with pytest.raises(ValidationError, match=message):
+        AppConfig.model_validate(data)
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        AppConfig.load(path)
+
+
+def model(**fields):
+    return AppConfig.model_validate({"models": [{"name": "Qwen/Qwen3-Embedding-8B", "kind": "embed"} | fields]}).models[0]
+
+
+def test_gpu_tp2_gets_a_placement_group_with_one_gpu_bundle_per_shard():
+    options, engine = replica_options(model(engine={"tensor_parallel_size": 2}, resources={"accelerator": "gpu"}))
+    assert options["placement_group_bundles"] == [{"CPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}]
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0}
+    assert engine == {"distributed_executor_backend": "ray"}
+
+
+def test_gpu_tp1_reserves_one_gpu_on_the_replica():
+    options, engine = replica_options(model(resources={"accelerator": "gpu"}))
+    assert options["ray_actor_options"]["num_gpus"] == 1.0 and "placement_group_bundles" not in options
+    assert engine == {}
+
+
+def test_auto_accelerator_follows_the_cluster():
+    assert replica_options(model(), cluster_has_gpus=True)[0]["ray_actor_options"]["num_gpus"] == 1.0
+    assert "num_gpus" not in replica_options(model(), cluster_has_gpus=False)[0]["ray_actor_options"]
+
+
+def test_cpu_tp2_runs_shards_as_processes_in_the_replica():
+    options, engine = replica_options(model(engine={"tensor_parallel_size": 2},
+                                            resources={"accelerator": "cpu", "cpus_per_shard": 0.5}))
+    assert options["ray_actor_options"] == {"num_cpus": 1.0}
+    assert engine == {"distributed_executor_backend": "mp"}
+
+
+def test_scaling_maps_to_ray_serve_options():
+    options, _ = replica_options(model(scaling={"autoscaling": True, "min_replicas": 1, "max_replicas": 4,
+                                                "target_ongoing_requests": 16, "max_ongoing_requests": 64,
+                                                "max_queued_requests": 100, "retry_after_s": 3}))
+    assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+    assert "num_replicas" not in options
+    assert options["max_ongoing_requests"] == 64 and options["max_queued_requests"] == 100
+    assert options["backpressure_config"] == {"status_code": 429, "retry_after_s": 3}
+
+
+def test_deployment_names_are_safe_for_ray():
+    assert deployment_name("Qwen/Qwen3-Embedding-0.6B") == "Qwen--Qwen3-Embedding-0.6B"
