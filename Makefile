@@ -1,5 +1,6 @@
 # The two commands the README leads with. Both set up .venv themselves (scripts/bootstrap.sh).
 VENV ?= .venv
+CONFIG ?= configs/default.yaml
 export VENV
 
 .PHONY: serve test bootstrap bench
@@ -8,7 +9,7 @@ bootstrap:
 	@scripts/bootstrap.sh
 
 serve: bootstrap
-	$(VENV)/bin/qwen3-serve serve $(ARGS)
+	$(VENV)/bin/qwen3-serve serve --config $(CONFIG) $(ARGS)
 
 test: bootstrap
 	$(VENV)/bin/python -m pytest -ra $(ARGS)

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     import signal
-    import threading
+    import time
 
     import ray
     from ray import serve
@@ -73,17 +73,26 @@ def _serve(args: argparse.Namespace) -> int:
     config, sources = resolve_sources(config)
     for name, src in sources.items():
         log.info("model %s <- %s%s", name, src["source"], "  [TINY FALLBACK]" if src["fallback"] else "")
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
     ray.init(address=os.environ.get("RAY_ADDRESS") or None)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # SIGTERM (Kubernetes, systemd) takes the same clean path as Ctrl-C. Installed after
+    # ray.init, which sets a handler of its own that would abort the shutdown.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         serve.start(http_options={"host": config.http.host, "port": config.http.port,
                                   "request_timeout_s": config.http.request_timeout_s})
         serve.run(build_app(config, sources), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("serving on http://%s:%d (Ctrl-C to stop)", config.http.host, config.http.port)
-        stop.wait()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
         log.info("shutting down")
+    except Exception as exc:
+        log.error("deployment failed: %s", str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
+        return 1
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -50,7 +50,7 @@ def resolve_sources(config: AppConfig) -> tuple[AppConfig, dict[str, dict[str, A
         logger.warning("FALLBACK: %s cannot be reached and has no local copy; serving %r as a TINY RANDOM model "
                        "from %s. Its outputs are meaningless.", m.engine.model, m.name, config.tiny_models_dir)
         if tiny is None:
-            tiny = ensure_tiny_models(Path(config.tiny_models_dir))
+            tiny = ensure_tiny_models(Path(config.tiny_models_dir).resolve())
         path = str(tiny["embedding" if m.kind == "embed" else "reranker"])
         sources[m.name] = {"source": path, "fallback": True}
         models.append(m.model_copy(update={"engine": m.engine.model_copy(update={"model": path})}))

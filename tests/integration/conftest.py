@@ -9,7 +9,9 @@ MAX_MODEL_LEN = 512
 
 
 def engine_fields(**overrides) -> dict:
-    fields = {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "enforce_eager": True}
+    # On CPU, gpu_memory_utilization is the share of RAM that must be free at engine start.
+    fields = {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "enforce_eager": True,
+              "gpu_memory_utilization": 0.2}
     return fields | overrides
 
 

@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 def _engine(path, **extra) -> dict:
     return {"model": str(path), "dtype": "float32", "max_model_len": 512, "enforce_eager": True,
-            "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1"} | extra
+            "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1", "gpu_memory_utilization": 0.2} | extra
 
 
 def app_config(tiny_models, port: int):
