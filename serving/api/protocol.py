@@ -26,7 +26,7 @@ class EmbeddingRequest(_Request):
         description="A string, a list of strings, a token list or a list of token lists.")
     dimensions: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
     encoding_format: Literal["float", "base64"] = "float"
-    user: str | None = Field(None, description="End-user id; logged with the request id, never used for routing.")
+    user: str | None = Field(None, description="End-user id; logged with the routing key for abuse tracing.")
     input_type: Literal["query", "document"] = Field(
         "document", description="Extension: `query` applies the instruction format, `document` embeds as-is.")
     instruction: NonEmptyStr | None = Field(None, description="Extension: task instruction for queries.")

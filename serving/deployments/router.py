@@ -50,6 +50,8 @@ class Router:
 
     async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]:
         name = self._resolve(request.model, "embed", routing_key)
+        if request.user:  # OpenAI's end-user id: kept for abuse tracing, not used for routing
+            logger.info("embeddings request %s for user %r -> %s", routing_key, request.user, name)
         handle = self.handles[name].embed
         inputs = request.inputs()
         parts = chunks(inputs, self.config.limits.embed_chunk_size)
