@@ -108,7 +108,11 @@ class CaseResult:
     expected_tokens: int  # what the serving tokenization says the requests hold
     cached_tokens: int | None = None  # vLLM rerank: tokens served from the prefix cache
     padded_tokens: int | None = None  # reference: tokens computed, padding included
-    load_avg_1m: float | None = None  # machine load when the timed pass ended: other work skews a case
+    # Contention check: CPU time of this process and its children in the timed pass, and that as a
+    # fraction of all usable CPUs. Well below 1 for a vLLM case means other work took the cores.
+    cpu_s: float | None = None
+    cpu_share: float | None = None
+    load_avg_1m: float | None = None  # machine load when the timed pass ended
     errors: list[str] = field(default_factory=list)  # first few distinct messages
     details: dict[str, Any] = field(default_factory=dict)  # effective backend settings
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
@@ -300,19 +304,45 @@ BACKENDS: dict[str, Callable[[Case], Backend]] = {
 # --- harness -------------------------------------------------------------------------------------
 
 
-async def _measure(backend: Backend, requests: Sequence[Request]) -> tuple[float, list[Outcome]]:
+def _cpu_seconds() -> float | None:
+    """User + system CPU time of this process and its live children (vLLM's engine core and workers)."""
+    try:
+        import psutil  # installed with vLLM
+    except ImportError:
+        return None
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+@dataclass
+class Pass:
+    seconds: float
+    cpu_s: float | None
+    outcomes: list[Outcome]
+
+
+async def _measure(backend: Backend, requests: Sequence[Request]) -> Pass:
     async def guarded(request: Request) -> Outcome:
         try:
             return await backend(request)
         except Exception as exc:  # a benchmark records failures; it does not stop at the first
             return Outcome(error=f"{type(exc).__name__}: {exc}")
 
-    start = time.perf_counter()
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
     if backend.concurrent:
         outcomes = list(await asyncio.gather(*(guarded(r) for r in requests)))
     else:
         outcomes = [await guarded(r) for r in requests]
-    return time.perf_counter() - start, outcomes
+    seconds, cpu_end = time.perf_counter() - start, _cpu_seconds()
+    cpu_s = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
+    return Pass(seconds, cpu_s, outcomes)
 
 
 def _distinct(errors: Sequence[str | None], limit: int = 5) -> list[str]:
@@ -334,21 +364,24 @@ async def run_case(case: Case, workload: Workload) -> CaseResult:
                           expected_tokens=expected, errors=[f"startup: {type(exc).__name__}: {exc}"])
     try:
         startup_s = time.perf_counter() - start
-        warmup_s, warm = await _measure(backend, warmup)
-        seconds, outcomes = await _measure(backend, requests)
+        warm = await _measure(backend, warmup)
+        timed = await _measure(backend, requests)
         details = backend.details()
     finally:
         backend.close()
+    outcomes, seconds = timed.outcomes, timed.seconds
     ok = [o for o in outcomes if o.error is None]
     tokens = sum(o.tokens for o in ok)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     result = CaseResult(
         case, requests=len(requests), failures=len(outcomes) - len(ok), input_tokens=tokens, seconds=seconds,
-        tokens_per_s=tokens / seconds if seconds > 0 else 0.0, startup_s=startup_s, warmup_s=warmup_s,
-        expected_tokens=expected,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0, startup_s=startup_s, warmup_s=warm.seconds,
+        expected_tokens=expected, cpu_s=timed.cpu_s,
+        cpu_share=round(timed.cpu_s / (seconds * cpus), 3) if timed.cpu_s is not None and seconds > 0 else None,
         cached_tokens=sum(o.cached_tokens for o in ok) if case.backend == "vllm-rerank" else None,
         padded_tokens=sum(o.padded_tokens for o in ok) if case.backend.startswith("reference") else None,
         load_avg_1m=round(os.getloadavg()[0], 2),
-        errors=_distinct([o.error for o in outcomes] + [f"warm-up: {o.error}" for o in warm if o.error]),
+        errors=_distinct([o.error for o in outcomes] + [f"warm-up: {o.error}" for o in warm.outcomes if o.error]),
         details=details, outcomes=outcomes,
     )
     logger.info("[%s] %s/%s: %.0f tokens/s (%d tokens in %.1f s, %d failures)", case.shape, case.task,
@@ -528,12 +561,13 @@ async def run(settings: BenchSettings, models_dir: Path) -> tuple[dict[str, Any]
 
 def summary_table(results: Sequence[CaseResult], shapes: dict[str, Any]) -> str:
     head = f"{'shape':<12} {'task':<7} {'backend':<22} {'req':>4} {'fail':>4} {'tokens':>8} {'seconds':>8} " \
-           f"{'tokens/s':>9} {'cached':>7}"
+           f"{'tokens/s':>9} {'cached':>7} {'cpu%':>5}"
     lines = [head, "-" * len(head)]
     for r in results:
         cached = "" if r.cached_tokens is None else str(r.cached_tokens)
+        cpu = "" if r.cpu_share is None else f"{100 * r.cpu_share:.0f}"
         lines.append(f"{r.case.shape:<12} {r.case.task:<7} {r.case.name:<22} {r.requests:>4} {r.failures:>4} "
-                     f"{r.input_tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>9.0f} {cached:>7}")
+                     f"{r.input_tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>9.0f} {cached:>7} {cpu:>5}")
     for shape, data in shapes.items():
         lines.append("")
         lines.append(f"{shape}: " + ", ".join(

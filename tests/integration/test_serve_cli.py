@@ -3,22 +3,20 @@ in /v1/models; serves HTTP; exits cleanly on SIGTERM."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import yaml
 
+from tests.net import free_port, wait_ready
+
 pytestmark = pytest.mark.slow
 
 
 def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     engine = {"max_model_len": 256, "cpu_kvcache_space_gib": 1, "gpu_memory_utilization": 0.2, "enforce_eager": True}
     config = {
         "models": [
@@ -37,15 +35,8 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
                             stderr=subprocess.STDOUT, env=os.environ | {"HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        ready = wait_ready(url, alive=lambda: proc.poll() is None)
+        assert ready, (tmp_path / "serve.log").read_text()[-3000:]
         models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
         assert {m["id"]: m["fallback"] for m in models} == {
             "Qwen/Qwen3-Embedding-0.6B": True, "Qwen/Qwen3-Reranker-0.6B": True}

@@ -6,20 +6,12 @@ side of an alias, and tight queue bounds for the 429 test), and a reranker.
 
 from __future__ import annotations
 
-import socket
-import time
-
-import httpx
 import pytest
+
+from tests.net import free_port, wait_ready
 
 API_KEY = "test-key-123"
 CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _engine(path, **extra) -> dict:
@@ -52,7 +44,7 @@ def app_config(tiny_models, port: int):
 
 @pytest.fixture(scope="package")
 def app_config_obj(tiny_models):
-    return app_config(tiny_models, _free_port())
+    return app_config(tiny_models, free_port())
 
 
 @pytest.fixture(scope="package")
@@ -70,23 +62,12 @@ def base_url(app_config_obj):
         serve.run(build_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}}),
                   name=APP_NAME, route_prefix="/")
         url = f"http://{config.http.host}:{config.http.port}"
-        _wait_ready(url)
+        if not wait_ready(url):
+            raise TimeoutError("the Ray Serve app did not become ready")
         yield url
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-def _wait_ready(url: str, timeout_s: float = 600) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError("the Ray Serve app did not become ready")
 
 
 @pytest.fixture(scope="package")
@@ -99,17 +80,3 @@ def openai_client(base_url):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="package")
-def reference_embedder(tiny_models):
-    from serving.reference import ReferenceEmbedder
-
-    return ReferenceEmbedder(str(tiny_models["embedding"]), max_length=512)
-
-
-@pytest.fixture(scope="package")
-def reference_reranker(tiny_models):
-    from serving.reference import ReferenceReranker
-
-    return ReferenceReranker(str(tiny_models["reranker"]), max_length=511)

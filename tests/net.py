@@ -1,0 +1,26 @@
+"""Helpers for tests that talk to a server over loopback."""
+
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout_s: float = 600, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Poll `url`/ready until 200; False on timeout or once `alive()` turns false."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    return False
