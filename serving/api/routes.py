@@ -39,11 +39,15 @@ def build_api(service: ApiService) -> FastAPI:
     app = FastAPI(title="Qwen3 embedding & rerank API", version="1")
     install_error_handlers(app)
     authorise = _bearer_auth([k.get_secret_value() for k in config.api_keys])
+    known_models = {m.name for m in config.models} | set(config.aliases)
+
+    def metric_label(model: str) -> str:
+        return model if model in known_models else "unknown"  # clients must not grow label sets
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, dependencies=[Depends(authorise)])
     async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
         with service.track("embeddings") as record:
-            record["model"] = body.model
+            record["model"] = metric_label(body.model)
             inputs = body.inputs()
             check_embed_limits(inputs, config.limits)
             model, vectors, tokens = await service.embed(body, _routing_key(request))
@@ -54,7 +58,7 @@ def build_api(service: ApiService) -> FastAPI:
 
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
         with service.track("rerank") as record:
-            record["model"] = body.model
+            record["model"] = metric_label(body.model)
             texts = body.texts()
             check_rerank_limits(body.query, texts, body.instruction, config.limits)
             model, scores, tokens = await service.rerank(body, _routing_key(request))

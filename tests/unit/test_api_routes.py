@@ -19,6 +19,7 @@ class FakeService:
         self.config = AppConfig.model_validate(
             {"models": [{"name": "e", "kind": "embed"}, {"name": "r", "kind": "rerank"}]} | config)
         self.calls = []
+        self.tracked = []
 
     async def embed(self, request, routing_key):
         if request.model != "e":
@@ -42,7 +43,9 @@ class FakeService:
 
     @contextmanager
     def track(self, endpoint):
-        yield {}
+        record = {}
+        self.tracked.append(record)
+        yield record
 
 
 def client(**config) -> TestClient:
@@ -128,3 +131,11 @@ def test_unexpected_errors_are_500_without_traceback():
         "/v1/embeddings", json={"model": "e", "input": "a"})
     assert response.status_code == 500
     assert "secret internal detail" not in response.text and response.json()["error"]["code"] == "internal_error"
+
+
+def test_metric_labels_are_only_configured_model_names():
+    service = FakeService()
+    c = TestClient(build_api(service))
+    c.post("/v1/embeddings", json={"model": "e", "input": "a"})
+    c.post("/v1/embeddings", json={"model": "random-name-123", "input": "a"})
+    assert [r["model"] for r in service.tracked] == ["e", "unknown"]
