@@ -9,8 +9,25 @@ from ray import serve
 from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
 
 
+class _EngineServer:
+    """Health and shutdown shared by the model deployments."""
+
+    engine: Any = None  # stays None if __init__ failed
+
+    async def check_health(self) -> None:  # Ray Serve restarts the replica if this raises
+        await self.engine.check_health()
+
+    async def ready(self) -> bool:  # the router's /ready: a live check through the request path
+        await self.engine.check_health()
+        return True
+
+    def __del__(self):  # Serve calls this on graceful replica shutdown
+        if self.engine is not None:
+            self.engine.shutdown()
+
+
 @serve.deployment
-class EmbedServer:
+class EmbedServer(_EngineServer):
     def __init__(self, config: dict[str, Any]):
         from serving.engines.embed import EmbedEngine
 
@@ -26,15 +43,9 @@ class EmbedServer:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
                 "max_model_len": self.config.engine.max_model_len}
 
-    async def check_health(self) -> None:  # Ray Serve restarts the replica if this raises
-        await self.engine.check_health()
-
-    def __del__(self):  # Serve calls this on graceful replica shutdown
-        _shutdown(self)
-
 
 @serve.deployment
-class RerankServer:
+class RerankServer(_EngineServer):
     def __init__(self, config: dict[str, Any]):
         from serving.engines.rerank import RerankEngine
 
@@ -48,15 +59,3 @@ class RerankServer:
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.config.engine.max_model_len}
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    def __del__(self):  # Serve calls this on graceful replica shutdown
-        _shutdown(self)
-
-
-def _shutdown(server: Any) -> None:
-    engine = getattr(server, "engine", None)  # absent if __init__ failed
-    if engine is not None:
-        engine.shutdown()

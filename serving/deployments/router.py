@@ -97,7 +97,7 @@ class Router:
     async def readiness(self) -> dict[str, str]:
         async def probe(name: str) -> str:
             try:
-                await asyncio.wait_for(self._model_info(name), self.config.router.health_timeout_s)
+                await asyncio.wait_for(self.handles[name].ready.remote(), self.config.router.health_timeout_s)
                 return "ready"
             except Exception as exc:
                 return f"unavailable: {type(exc).__name__}"
