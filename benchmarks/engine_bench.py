@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from benchmarks.workloads import EmbedRequest, RerankRequest, Workload, WorkloadSpec, build_workload
-from serving.models.tiny import QWEN3_06B_SHAPED, TINY, TinyShape, build_tiny_models
+from serving.models.tiny import QWEN3_06B_SHAPED, TINY, TinyShape, ensure_tiny_models
 
 logger = logging.getLogger("benchmarks.engine_bench")
 
@@ -460,23 +459,7 @@ def agreement(results: Sequence[CaseResult]) -> dict[str, float | None]:
 
 def ensure_models(shape: str, models_dir: Path) -> dict[str, Path]:
     """Build the shape's tiny models once; later runs reuse them if the shape and seed match."""
-    out = models_dir / shape
-    manifest = out / "tiny-models.json"
-    wanted = asdict(SHAPES[shape])
-    if manifest.exists():
-        info = json.loads(manifest.read_text())
-        if info.get("shape") == wanted and info.get("seed") == 0:
-            return {"embedding": out / "embedding", "reranker": out / "reranker"}
-    logger.info("building %s models in %s", shape, out)
-    tmp = models_dir / f".{shape}.tmp-{os.getpid()}"  # built aside, then renamed: no half-written cache
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_models(tmp, shape=SHAPES[shape], seed=0)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    (out / "tiny-models.json").write_text(json.dumps(
-        {"seed": 0, "shape": wanted, "models": {"embedding": str(out / "embedding"),
-                                                "reranker": str(out / "reranker")}}, indent=2))
-    return {"embedding": out / "embedding", "reranker": out / "reranker"}
+    return ensure_tiny_models(models_dir / shape, shape=SHAPES[shape], seed=0)
 
 
 def make_workload(paths: dict[str, Path], settings: BenchSettings) -> Workload:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.config import AppConfig
+from serving.models.tiny import ensure_tiny_models
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +56,3 @@ def resolve_sources(config: AppConfig) -> tuple[AppConfig, dict[str, dict[str, A
         sources[m.name] = {"source": path, "fallback": True}
         models.append(m.model_copy(update={"engine": m.engine.model_copy(update={"model": path})}))
     return config.model_copy(update={"models": models}), sources
-
-
-def ensure_tiny_models(out_dir: Path) -> dict[str, Path]:
-    from serving.models.tiny import build_tiny_models
-
-    paths = {"embedding": out_dir / "embedding", "reranker": out_dir / "reranker"}
-    if all((p / "model.safetensors").exists() for p in paths.values()):
-        return paths
-    return build_tiny_models(out_dir)

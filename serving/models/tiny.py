@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -176,5 +178,25 @@ def build_tiny_models(out_dir: str | Path, *, shape: TinyShape = TINY, seed: int
                                  tokenizer=build_tokenizer(append_eos=False)),
     }
     (out / "tiny-models.json").write_text(json.dumps(
-        {"seed": seed, "shape": shape.__dict__, "models": {k: str(v) for k, v in paths.items()}}, indent=2))
+        {"seed": seed, "shape": asdict(shape), "models": {k: str(v) for k, v in paths.items()}}, indent=2))
+    return paths
+
+
+def ensure_tiny_models(out_dir: str | Path, *, shape: TinyShape = TINY, seed: int = 0) -> dict[str, Path]:
+    """Build once and reuse: the models in ``out_dir`` if its manifest matches shape and seed,
+    otherwise a fresh build, written aside and renamed so no half-written cache is ever read."""
+    out = Path(out_dir)
+    paths = {"embedding": out / "embedding", "reranker": out / "reranker"}
+    manifest = out / "tiny-models.json"
+    if manifest.exists():
+        info = json.loads(manifest.read_text())
+        if info.get("shape") == asdict(shape) and info.get("seed") == seed:
+            return paths
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_models(tmp, shape=shape, seed=seed)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    manifest.write_text(json.dumps({"seed": seed, "shape": asdict(shape),
+                                    "models": {k: str(v) for k, v in paths.items()}}, indent=2))
     return paths
