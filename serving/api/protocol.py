@@ -85,11 +85,6 @@ class RerankResult(BaseModel):
     document: RerankDocument | None = None
 
 
-class RerankUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
 class BilledUnits(BaseModel):
     search_units: int = 1
 
@@ -102,7 +97,7 @@ class RerankResponse(BaseModel):
     id: str
     model: str
     results: list[RerankResult]
-    usage: RerankUsage
+    usage: Usage
     meta: RerankMeta = Field(default_factory=RerankMeta, description="Cohere-style billing metadata.")
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from serving.api.errors import RequestTooLarge, Unauthorized, install_error_handlers
 from serving.api.protocol import (
     EmbeddingData, EmbeddingRequest, EmbeddingResponse, ModelList, RerankDocument, RerankRequest,
-    RerankResponse, RerankResult, RerankUsage, Usage,
+    RerankResponse, RerankResult, Usage,
 )
 from serving.config import AppConfig, LimitsConfig
 
@@ -68,7 +68,7 @@ def build_api(service: ApiService) -> FastAPI:
                                     document=RerankDocument(text=texts[i]) if body.return_documents else None)
                        for i in order]
             return RerankResponse(id=f"rerank-{uuid.uuid4().hex}", model=model, results=results,
-                                  usage=RerankUsage(prompt_tokens=tokens, total_tokens=tokens))
+                                  usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
     for path in ("/v1/rerank", "/rerank"):
         app.add_api_route(path, rerank, methods=["POST"], response_model=RerankResponse,
