@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from serving.config import EngineConfig
@@ -62,16 +63,23 @@ def new_request_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex}"
 
 
-async def final_output(stream: AsyncIterator[Any]) -> Any:
-    """Drain a vLLM output stream, translating a dead engine into EngineUnavailableError."""
+@contextmanager
+def dead_engine_is_unavailable() -> Iterator[None]:
+    """Translate vLLM's EngineDeadError into EngineUnavailableError (503 at the API)."""
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    out = None
     try:
-        async for out in stream:
-            pass
+        yield
     except EngineDeadError as exc:
         raise EngineUnavailableError(f"engine is not available: {exc}") from exc
+
+
+async def final_output(stream: AsyncIterator[Any]) -> Any:
+    """Drain a vLLM output stream and return its last (final) output."""
+    out = None
+    with dead_engine_is_unavailable():
+        async for out in stream:
+            pass
     return out
 
 
@@ -94,14 +102,10 @@ class OwnsEngine:
 
     async def check_health(self) -> None:
         """Raise EngineUnavailableError unless the engine can take requests."""
-        from vllm.v1.engine.exceptions import EngineDeadError
-
         if self._engine is None:
             raise EngineUnavailableError("engine is shut down")
-        try:
+        with dead_engine_is_unavailable():
             await self._engine.check_health()
-        except EngineDeadError as exc:
-            raise EngineUnavailableError(f"engine is dead: {exc}") from exc
 
     def shutdown(self) -> None:
         """Stop the engine-core processes now. Left to garbage collection, AsyncLLM's finaliser
