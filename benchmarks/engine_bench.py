@@ -55,8 +55,6 @@ class BenchSettings:
     dtype: str = "bfloat16"
     max_model_len: int = 1024
     cpu_kvcache_space_gib: int = 2
-    # On CPU this is the share of RAM that must be free when an engine starts (vLLM checks it).
-    gpu_memory_utilization: float = 0.3
     cpu_omp_threads_bind: str = "0-1"  # both cores for the engine-core process
     # The CPU default block is 128 tokens, longer than the ~80-token prompt prefix the documents
     # of one query share, so with it nothing would ever be a full cached block.
@@ -393,7 +391,6 @@ async def run_case(case: Case, workload: Workload) -> CaseResult:
 def shape_cases(shape: str, paths: dict[str, Path], settings: BenchSettings) -> list[Case]:
     engine = {"dtype": settings.dtype, "max_model_len": settings.max_model_len,
               "cpu_kvcache_space_gib": settings.cpu_kvcache_space_gib,
-              "gpu_memory_utilization": settings.gpu_memory_utilization,
               "cpu_omp_threads_bind": settings.cpu_omp_threads_bind}
     rerank_engine = {**engine, "block_size": settings.rerank_block_size}
     reference = {"dtype": settings.dtype, "max_length": settings.max_model_len,
@@ -469,8 +466,8 @@ def make_workload(paths: dict[str, Path], settings: BenchSettings) -> Workload:
     from serving.engines.rerank import RerankPrompts
 
     embed_tok = load_tokenizer(str(paths["embedding"]))
-    prompts = RerankPrompts(RerankModelConfig(model=str(paths["reranker"]), max_model_len=settings.max_model_len),
-                            load_tokenizer(str(paths["reranker"])))
+    prompts = RerankPrompts(RerankModelConfig(model=str(paths["reranker"])),
+                            load_tokenizer(str(paths["reranker"])), settings.max_model_len)
 
     def embed_counts(texts: list[str]) -> list[int]:  # as EmbedInputs.tokenize does for documents
         return [len(ids) for ids in embed_tok(texts, truncation=True, max_length=settings.max_model_len)["input_ids"]]

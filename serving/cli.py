@@ -10,13 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from serving.engines.errors import EngineInputError
+from serving.engines.errors import EngineInputError, EngineStartupError
 
 
 def _engine_flags(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("--model", default=default_model, help="hub id or local path (default: %(default)s)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="tokens per sequence (default: the checkpoint's own limit)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
 
 
@@ -67,10 +68,13 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.models.sources import resolve_sources
 
     log = logging.getLogger("qwen3-serve")
-    config = AppConfig.load(args.config)
-    config = _with_cli_overrides(config, args)
-    # First log lines: where every model's weights come from (a FALLBACK warning if tiny).
-    config, sources = resolve_sources(config)
+    try:
+        config = _with_cli_overrides(AppConfig.load(args.config), args)
+        # First log lines: where every model's weights come from (a FALLBACK warning if tiny).
+        config, sources = resolve_sources(config)
+    except (OSError, ValueError) as exc:  # a bad config file or model path: say so before starting Ray
+        print(f"qwen3-serve: error: {exc}", file=sys.stderr)
+        return 2
     for name, src in sources.items():
         log.info("model %s <- %s%s", name, src["source"], "  [TINY FALLBACK]" if src["fallback"] else "")
     def interrupt(*_):
@@ -81,9 +85,12 @@ def _serve(args: argparse.Namespace) -> int:
     # ray.init, which sets a handler of its own that would abort the shutdown.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    failure = None
     try:
         serve.start(http_options={"host": config.http.host, "port": config.http.port,
                                   "request_timeout_s": config.http.request_timeout_s})
+        # Returns once every deployment is up; raises once one has failed to start
+        # `scaling.max_constructor_retry_count` times in a row.
         serve.run(build_app(config, sources), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("serving on http://%s:%d (Ctrl-C to stop)", config.http.host, config.http.port)
         while True:
@@ -91,12 +98,38 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("shutting down")
     except Exception as exc:
-        log.error("deployment failed: %s", str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
-        return 1
+        status = f"{exc}\n{_deployment_messages(APP_NAME)}"
+        log.error("deployment failed:\n%s", status)  # the whole status, tracebacks included, for the log
+        failure = deployment_failure(status)
     finally:
         serve.shutdown()
         ray.shutdown()
+    if failure:  # last, after Ray's shutdown noise, so it is the line a user sees
+        print(f"qwen3-serve: error: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _deployment_messages(app: str) -> str:
+    """The status messages of an app's deployments; a failed replica's error is in them."""
+    from ray import serve
+
+    try:
+        deployments = serve.status().applications[app].deployments
+    except Exception:  # Serve itself is not up: the exception already says why
+        return ""
+    return "\n".join(f"{name}: {d.message}" for name, d in deployments.items() if d.message)
+
+
+def deployment_failure(status: str) -> str:
+    """The one line that says why a deployment failed: a model's start-up error if there is one."""
+    import re
+
+    causes = re.findall(r"EngineStartupError: (model .* failed to start: .*)", status)
+    if causes:
+        return causes[-1].strip()
+    lines = [line.strip() for line in status.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "deployment failed"
 
 
 def _with_cli_overrides(config, args: argparse.Namespace):
@@ -161,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineInputError as exc:
         print(f"qwen3-serve: error: {exc}", file=sys.stderr)
         return 2
+    except EngineStartupError as exc:  # the traceback is already in the log above
+        print(f"qwen3-serve: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

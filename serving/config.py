@@ -27,16 +27,21 @@ class EngineConfig(_Strict):
     served_model_name: str | None = Field(None, description="Name clients use; defaults to `model`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights/activation dtype. `auto` uses the checkpoint's (bf16 for Qwen3).")
-    max_model_len: int = Field(8192, ge=16, description="Max tokens per sequence, prompt included.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Max tokens per sequence, prompt included. None = the checkpoint's own limit "
+                                 "(max_position_embeddings); a larger value is an error at start-up.")
     tensor_parallel_size: int = Field(1, ge=1, description="Shards per replica (GPUs, or CPU NUMA/core groups).")
     hf_overrides: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to the HF config.")
     enforce_eager: bool = Field(False, description="Skip torch.compile / CUDA graphs (faster start, slower run).")
     block_size: int | None = Field(None, ge=1, description="KV-cache block size in tokens; None = platform default.")
     max_num_seqs: int | None = Field(None, ge=1, description="Max sequences per engine step; None = vLLM default.")
     max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget per engine step.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use.")
-    cpu_kvcache_space_gib: int | None = Field(
-        None, ge=1, description="CPU backend only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="GPU only: fraction of GPU memory vLLM may use (ignored on CPU, where the "
+                                     "KV cache has an explicit size).")
+    cpu_kvcache_space_gib: float | None = Field(
+        None, gt=0, description="CPU only: KV cache size in GiB. None = room for one max_model_len sequence, "
+                                "at least 1 GiB. The VLLM_CPU_KVCACHE_SPACE environment variable overrides it.")
     cpu_omp_threads_bind: str | None = Field(
         None, description='CPU backend only: VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1" (TP=1) or "0|1" (TP=2).')
     seed: int = Field(0, description="Engine seed.")
@@ -110,6 +115,9 @@ class ScalingConfig(_Strict):
     max_queued_requests: int = Field(
         512, ge=-1, description="Requests queued at the caller beyond which new ones get 429; -1 = unbounded.")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with 429 responses.")
+    max_constructor_retry_count: int = Field(
+        1, ge=1, description="Start-up failures in a row after which a deployment is marked failed instead of "
+                             "retried (Ray caps it at 3 per replica). 1: a model that cannot load fails at once.")
 
     @model_validator(mode="after")
     def _check_range(self) -> ScalingConfig:
@@ -160,8 +168,18 @@ class LimitsConfig(_Strict):
     max_input_tokens: int = Field(32_768, ge=1, description="Token ids per token-list embedding input.")
     max_documents_per_request: int = Field(1000, ge=1, description="Documents per /v1/rerank request.")
     max_query_chars: int = Field(20_000, ge=1, description="Characters of a rerank query or an instruction.")
+    max_request_chars: int = Field(
+        1_000_000, ge=1, description="Characters of all texts in one request (inputs, or query and documents).")
     embed_chunk_size: int = Field(
         64, ge=1, description="Inputs per sub-request: large embedding requests are split and spread over replicas.")
+    max_body_bytes: int | None = Field(
+        None, ge=1024, description="Request bodies over this get 413 before they are parsed. None = 6 bytes per "
+                                   "allowed character (JSON's \\uXXXX escapes) + 1 MiB, so the body limit never "
+                                   "rejects a request the other limits allow.")
+
+    @property
+    def body_limit_bytes(self) -> int:
+        return self.max_body_bytes or 6 * self.max_request_chars + (1 << 20)
 
 
 class RouterConfig(_Strict):
@@ -169,6 +187,7 @@ class RouterConfig(_Strict):
     max_ongoing_requests: int = Field(1000, ge=1, description="In-flight HTTP requests per ingress replica.")
     traffic_seed: int = Field(0, description="Seed of the deterministic weighted split of alias traffic.")
     health_timeout_s: float = Field(5.0, gt=0, description="How long /ready waits for each model deployment.")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent when the ingress is at max_ongoing_requests.")
 
 
 class HttpConfig(_Strict):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-# Small KV cache and both cores for every engine the tests start (tiny models need little).
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No environment is set here: engine settings travel in each test's config, so the tests
+# start engines the way a user's clean shell does.
 
 
 @pytest.fixture(scope="session")

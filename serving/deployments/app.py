@@ -11,6 +11,7 @@ from typing import Any
 from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentConfig
 
 APP_NAME = "qwen3"
+ROUTER_PROBE_HEADROOM = 16
 
 
 def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
@@ -31,6 +32,7 @@ def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
         "max_ongoing_requests": scaling.max_ongoing_requests,
         "max_queued_requests": scaling.max_queued_requests,
         "backpressure_config": {"status_code": 429, "retry_after_s": scaling.retry_after_s},
+        "max_constructor_retry_count": scaling.max_constructor_retry_count,
         "health_check_period_s": 10,
         "health_check_timeout_s": 30,
         "graceful_shutdown_timeout_s": 30,
@@ -70,7 +72,10 @@ def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = Non
         handles[model.name] = servers[model.kind].options(**options).bind(deployed.model_dump(mode="json"))
     router = Router.options(
         name="router", num_replicas=config.router.num_replicas,
-        max_ongoing_requests=config.router.max_ongoing_requests, ray_actor_options={"num_cpus": 0},
+        # The router's own limit (429 in the API's shape) must trip before Ray's, which would queue
+        # at the proxy; the headroom also keeps /health and /ready answering when it is full.
+        max_ongoing_requests=config.router.max_ongoing_requests + ROUTER_PROBE_HEADROOM,
+        ray_actor_options={"num_cpus": 0},
     )
     # SecretStr dumps as "**********" in JSON mode; the router needs the real keys.
     router_config = config.model_dump(mode="json") | {"api_keys": [k.get_secret_value() for k in config.api_keys]}

@@ -41,7 +41,7 @@ class EmbedServer(_EngineServer):
 
     def info(self) -> dict[str, Any]:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
-                "max_model_len": self.config.engine.max_model_len}
+                "max_model_len": self.engine.inputs.max_model_len}
 
 
 @serve.deployment
@@ -58,4 +58,4 @@ class RerankServer(_EngineServer):
                                         max_tokens_per_doc=max_tokens_per_doc)
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "rerank", "max_model_len": self.config.engine.max_model_len}
+        return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len}

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import numpy as np
 
 from serving.config import EmbedModelConfig
-from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine
+from serving.engines.base import (
+    OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine, startup_errors,
+)
 from serving.engines.errors import EngineInputError, InputTooLongError
 
 InputType = Literal["query", "document"]
@@ -30,11 +32,13 @@ class EmbedResult:
 class EmbedInputs:
     """Validation and tokenization of embed requests: everything before the engine, no vLLM."""
 
-    def __init__(self, config: EmbedModelConfig, tokenizer: Any, hidden_size: int, vocab_size: int):
+    def __init__(self, config: EmbedModelConfig, tokenizer: Any, hidden_size: int, vocab_size: int,
+                 max_model_len: int):
         self.config = config
         self.tokenizer = tokenizer
         self.max_dimensions = hidden_size
         self.vocab_size = vocab_size
+        self.max_model_len = max_model_len  # what the engine runs with, not what the config asked for
 
     def check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is None:
@@ -58,7 +62,7 @@ class EmbedInputs:
             raise EngineInputError(f"`input_type` must be 'query' or 'document', got {input_type!r}")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise EngineInputError("`instruction` must be a non-empty string")
-        limit = self.config.max_model_len
+        limit = self.max_model_len
         if _is_token_lists(inputs):
             ids = [self._check_token_ids(i, list(t)) for i, t in enumerate(inputs, start=first_index)]
             if self.config.truncate:
@@ -86,15 +90,16 @@ class EmbedInputs:
 class EmbedEngine(OwnsEngine):
     def __init__(self, config: EmbedModelConfig):
         self.config = config
-        tokenizer = load_tokenizer(config.model)
         self._engine = start_engine(
             config,
             runner="pooling",
             # Qwen3-Embedding reads the hidden state of the final (EOS) token, then L2-normalises.
             pooler_config={"pooling_type": "LAST", "use_activation": True},
         )
-        hf_config = self._engine.model_config.hf_config
-        self.inputs = EmbedInputs(config, tokenizer, hf_config.hidden_size, hf_config.vocab_size)
+        with startup_errors(config.name), self.shutdown_on_error():
+            model_config = self._engine.model_config
+            self.inputs = EmbedInputs(config, load_tokenizer(config.model), model_config.hf_config.hidden_size,
+                                      model_config.hf_config.vocab_size, model_config.max_model_len)
 
     async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0) -> EmbedResult:

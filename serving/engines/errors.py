@@ -11,3 +11,13 @@ class InputTooLongError(EngineInputError):
 
 class EngineUnavailableError(RuntimeError):
     """The vLLM engine is dead or shutting down; the request may be retried elsewhere."""
+
+
+class EngineStartupError(RuntimeError):
+    """The engine could not start. The message is one line naming the model and the cause;
+    the full traceback stays in the log."""
+
+    def __init__(self, model: str, cause: str):
+        super().__init__(f"model {model!r} failed to start: {cause}")
+        self.model = model
+        self.cause = cause

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.config import RerankModelConfig
-from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine
+from serving.engines.base import (
+    OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine, startup_errors,
+)
 from serving.engines.errors import EngineInputError, EngineUnavailableError
 
 
@@ -28,17 +30,18 @@ class RerankResult:
 class RerankPrompts:
     """Builds the model card's reranker prompts as token ids: everything before the engine, no vLLM."""
 
-    def __init__(self, config: RerankModelConfig, tokenizer: Any):
+    def __init__(self, config: RerankModelConfig, tokenizer: Any, max_model_len: int):
         self.config = config
+        self.max_model_len = max_model_len  # what the engine runs with
         self.tokenizer = tokenizer
         self.yes_id = self._single_token(config.yes_token)
         self.no_id = self._single_token(config.no_token)
         self.prefix_ids: list[int] = tokenizer.encode(config.prefix, add_special_tokens=False)
         self.suffix_ids: list[int] = tokenizer.encode(config.suffix, add_special_tokens=False)
         # One position of max_model_len is left for the generated yes/no token.
-        self.body_budget = config.max_model_len - 1 - len(self.prefix_ids) - len(self.suffix_ids)
+        self.body_budget = max_model_len - 1 - len(self.prefix_ids) - len(self.suffix_ids)
         if self.body_budget < 16:
-            raise ValueError(f"max_model_len={config.max_model_len} leaves no room for documents "
+            raise ValueError(f"max_model_len={max_model_len} leaves no room for documents "
                              f"after the {len(self.prefix_ids) + len(self.suffix_ids)}-token prompt frame")
 
     def _single_token(self, text: str) -> int:
@@ -78,7 +81,6 @@ class RerankPrompts:
 class RerankEngine(OwnsEngine):
     def __init__(self, config: RerankModelConfig):
         self.config = config
-        self.prompts = RerankPrompts(config, load_tokenizer(config.model))
         self._engine = start_engine(
             config,
             enable_prefix_caching=config.enable_prefix_caching,
@@ -87,6 +89,8 @@ class RerankEngine(OwnsEngine):
             # log-softmax over exactly {yes, no}.
             logprobs_mode="processed_logprobs",
         )
+        with startup_errors(config.name), self.shutdown_on_error():
+            self.prompts = RerankPrompts(config, load_tokenizer(config.model), self._engine.model_config.max_model_len)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None) -> RerankResult:

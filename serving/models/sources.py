@@ -13,10 +13,17 @@ from serving.models.tiny import ensure_tiny_models
 logger = logging.getLogger(__name__)
 
 
+def looks_like_path(model: str) -> bool:
+    """Hub ids are `org/name`; anything else (absolute, ./, ~, deeper or no slash) names a local path."""
+    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") != 1
+
+
 def hub_status(model: str, timeout_s: float = 5.0) -> str:
-    """'local', 'cached', 'hub' or 'unreachable'."""
-    if Path(model).exists():
+    """'local', 'missing' (a path that does not exist), 'cached', 'hub' or 'unreachable'."""
+    if Path(model).expanduser().exists():
         return "local"
+    if looks_like_path(model):
+        return "missing"
     try:
         from huggingface_hub import snapshot_download
 
@@ -40,6 +47,8 @@ def resolve_sources(config: AppConfig) -> tuple[AppConfig, dict[str, dict[str, A
     tiny: dict[str, Path] | None = None
     for m in config.models:
         status = hub_status(m.engine.model)
+        if status == "missing":  # a typo in a path is the user's to fix, not a reason for a tiny stand-in
+            raise FileNotFoundError(f"model {m.name!r}: no such directory: {m.engine.model}")
         if status != "unreachable":
             sources[m.name] = {"source": m.engine.model, "fallback": False}
             models.append(m)

@@ -11,9 +11,14 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def clean_env() -> dict[str, str]:
+    """The environment of a user's fresh shell: nothing of vLLM's or ours set."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"})
+                          timeout=600, env=clean_env())
 
 
 def test_embed_prints_normalised_vectors_of_the_requested_size(tiny_models):

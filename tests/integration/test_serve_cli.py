@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    engine = {"max_model_len": 256, "cpu_kvcache_space_gib": 1, "gpu_memory_utilization": 0.2, "enforce_eager": True}
+    engine = {"max_model_len": 256, "cpu_kvcache_space_gib": 1, "enforce_eager": True}
     config = {
         "models": [
             {"name": "Qwen/Qwen3-Embedding-0.6B", "kind": "embed", "resources": {"accelerator": "cpu"},

@@ -10,8 +10,9 @@ EOS = 151643
 
 
 def make_inputs(tokenizer, **overrides) -> EmbedInputs:
-    config = EmbedModelConfig(model="tiny", max_model_len=overrides.pop("max_model_len", 64), **overrides)
-    return EmbedInputs(config, tokenizer, hidden_size=128, vocab_size=151936)
+    max_model_len = overrides.pop("max_model_len", 64)
+    config = EmbedModelConfig(model="tiny", **overrides)
+    return EmbedInputs(config, tokenizer, hidden_size=128, vocab_size=151936, max_model_len=max_model_len)
 
 
 def test_documents_are_tokenized_as_is_with_eos(embed_tokenizer):

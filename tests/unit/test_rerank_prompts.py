@@ -10,7 +10,7 @@ from tests.texts import DOCUMENTS, QUERIES
 
 
 def make_prompts(tokenizer, max_model_len=512) -> RerankPrompts:
-    return RerankPrompts(RerankModelConfig(model="tiny", max_model_len=max_model_len), tokenizer)
+    return RerankPrompts(RerankModelConfig(model="tiny"), tokenizer, max_model_len)
 
 
 def reference_ids(tokenizer, query, doc, max_length, instruction=prompts.DEFAULT_RERANK_INSTRUCTION):

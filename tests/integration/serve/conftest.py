@@ -16,7 +16,7 @@ CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
 
 def _engine(path, **extra) -> dict:
     return {"model": str(path), "dtype": "float32", "max_model_len": 512, "enforce_eager": True,
-            "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1", "gpu_memory_utilization": 0.2} | extra
+            "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1"} | extra
 
 
 def app_config(tiny_models, port: int):
