@@ -69,6 +69,27 @@ class Unavailable(ApiError):
     status_code, type, code = 503, "service_unavailable", "model_unavailable"
 
 
+class RouterBusy(Overloaded):
+    """The ingress replica already runs `router.max_ongoing_requests` requests."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest, 401: Unauthorized, 404: RouteNotFound, 405: MethodNotAllowed, 413: RequestTooLarge,
+    422: ValidationFailed, 429: Overloaded, 503: Unavailable,
+}
+
+
+def http_error(status_code: int, message: str, headers: dict[str, str] | None = None) -> ApiError:
+    """An ApiError with the given status: one of the fixed types, or a plain one for other 4xx codes."""
+    if status_code in _BY_STATUS:
+        return _BY_STATUS[status_code](message, headers)
+    error = ApiError(message, headers)
+    error.status_code = status_code
+    if 400 <= status_code < 500:
+        error.type, error.code = "invalid_request_error", f"http_{status_code}"
+    return error
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -90,11 +111,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 404:
-            return RouteNotFound(f"no route {request.method} {request.url.path}").response()
-        if exc.status_code == 405:
-            return MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}").response()
-        return ApiError(str(exc.detail)).response()
+        # Starlette's and FastAPI's own errors keep their status and headers (405 carries Allow).
+        messages = {
+            400: "request body could not be parsed: send UTF-8 encoded JSON",
+            404: f"no route {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }
+        return http_error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

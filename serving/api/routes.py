@@ -14,11 +14,13 @@ from typing import Protocol
 import numpy as np
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.api.errors import RequestTooLarge, Unauthorized, install_error_handlers
+from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
 from serving.api.protocol import (
-    EmbeddingData, EmbeddingRequest, EmbeddingResponse, ModelList, RerankDocument, RerankRequest,
-    RerankResponse, RerankResult, Usage,
+    EmbeddingData, EmbeddingRequest, EmbeddingResponse, ErrorResponse, ModelList, ReadyResponse, RerankDocument,
+    RerankRequest, RerankResponse, RerankResult, Usage,
 )
 from serving.config import AppConfig, LimitsConfig
 
@@ -34,17 +36,36 @@ class ApiService(Protocol):
     def track(self, endpoint: str): ...
 
 
+PROBES = frozenset({"/health", "/ready", "/metrics"})  # never auth'd, never turned away when busy
+
+
+def _errors(*statuses: int) -> dict:
+    """OpenAPI `responses` for the error statuses a route can return, all in the one error shape."""
+    meaning = {400: "Body is not valid JSON", 401: "Missing or wrong API key", 404: "Unknown model",
+               413: "Over a request limit", 422: "Invalid field values", 429: "At capacity; see Retry-After",
+               503: "No healthy replica for the model"}
+    return {s: {"model": ErrorResponse, "description": meaning[s]} for s in statuses}
+
+
 def build_api(service: ApiService) -> FastAPI:
     config = service.config
     app = FastAPI(title="Qwen3 embedding & rerank API", version="1")
     install_error_handlers(app)
-    authorise = _bearer_auth([k.get_secret_value() for k in config.api_keys])
+    # Outermost first: the body limit applies before a request counts towards the concurrency limit.
+    app.add_middleware(ConcurrencyLimit, max_ongoing=config.router.max_ongoing_requests,
+                       retry_after_s=config.router.retry_after_s, exempt_paths=PROBES)
+    app.add_middleware(BodySizeLimit, max_bytes=config.limits.body_limit_bytes)
+    keys = [k.get_secret_value() for k in config.api_keys]
+    authorise = _bearer_auth(keys)
+    auth_errors = (401,) if keys else ()
+    post_errors = _errors(400, *auth_errors, 404, 413, 422, 429, 503)
     known_models = {m.name for m in config.models} | set(config.aliases)
 
     def metric_label(model: str) -> str:
         return model if model in known_models else "unknown"  # clients must not grow label sets
 
-    @app.post("/v1/embeddings", response_model=EmbeddingResponse, dependencies=[Depends(authorise)])
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, dependencies=[Depends(authorise)],
+              responses=post_errors)
     async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
         with service.track("embeddings") as record:
             record["model"] = metric_label(body.model)
@@ -72,25 +93,29 @@ def build_api(service: ApiService) -> FastAPI:
 
     for path in ("/v1/rerank", "/rerank"):
         app.add_api_route(path, rerank, methods=["POST"], response_model=RerankResponse,
-                          response_model_exclude_none=True, dependencies=[Depends(authorise)])
+                          response_model_exclude_none=True, dependencies=[Depends(authorise)], responses=post_errors)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True,
-             dependencies=[Depends(authorise)])
+             dependencies=[Depends(authorise)], responses=_errors(*auth_errors, 413, 429))
     async def models() -> ModelList:
         return await service.models()
 
-    @app.get("/health")
+    @app.get("/health", responses=_errors(413))
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse,
+                                                                      "description": "A model is not ready"},
+                                                                **_errors(413)})
     async def ready() -> Response:
         states = await service.readiness()
         ok = all(s == "ready" for s in states.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "models": states},
                             status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_errors(413, 503)})
     async def metrics() -> Response:
         return PlainTextResponse(await service.metrics_text(), media_type="text/plain; version=0.0.4")
 
@@ -105,6 +130,7 @@ def check_embed_limits(inputs: list, limits: LimitsConfig) -> None:
             raise RequestTooLarge(f"input[{i}] has {len(item)} characters; at most {limits.max_input_chars}")
         if isinstance(item, list) and len(item) > limits.max_input_tokens:
             raise RequestTooLarge(f"input[{i}] has {len(item)} tokens; at most {limits.max_input_tokens}")
+    _check_total_chars(sum(len(item) for item in inputs if isinstance(item, str)), limits)
 
 
 def check_rerank_limits(query: str, documents: list[str], instruction: str | None, limits: LimitsConfig) -> None:
@@ -116,6 +142,12 @@ def check_rerank_limits(query: str, documents: list[str], instruction: str | Non
     for i, doc in enumerate(documents):
         if len(doc) > limits.max_input_chars:
             raise RequestTooLarge(f"documents[{i}] has {len(doc)} characters; at most {limits.max_input_chars}")
+    _check_total_chars(len(query) + len(instruction or "") + sum(len(d) for d in documents), limits)
+
+
+def _check_total_chars(total: int, limits: LimitsConfig) -> None:
+    if total > limits.max_request_chars:
+        raise RequestTooLarge(f"the request's texts have {total} characters; at most {limits.max_request_chars}")
 
 
 def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
@@ -131,17 +163,21 @@ def _routing_key(request: Request) -> str:
 
 def _bearer_auth(keys: list[str]):
     encoded = [k.encode() for k in keys]
+    if not encoded:
+        async def open_access() -> None:
+            return None
 
-    async def authorise(request: Request) -> None:
-        if not encoded:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        supplied = token.strip().encode()
+        return open_access
+    # Declares the bearer scheme in /openapi.json; the check itself is ours, to answer in our error shape.
+    bearer = HTTPBearer(auto_error=False, description="One of the configured `api_keys`.")
+
+    async def authorise(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        supplied = credentials.credentials.strip().encode(errors="surrogateescape") if credentials else b""
         # Compare against every key in constant time; never log the supplied value.
         matched = False
         for key in encoded:
             matched |= hmac.compare_digest(key, supplied)
-        if scheme.lower() != "bearer" or not matched:
+        if not matched:
             raise Unauthorized("missing or invalid API key; send `Authorization: Bearer <key>`")
 
     return authorise

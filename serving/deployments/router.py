@@ -125,10 +125,18 @@ class Router:
 
 
 async def _gather(calls: list) -> list:
-    """Await handle calls, mapping engine and Ray failures onto the API's error types."""
+    """Await handle calls, mapping engine and Ray failures onto the API's error types.
+
+    The first failure (or the caller going away) cancels the calls still running: their results
+    could no longer be used, and a replica would otherwise spend engine time on them.
+    """
     try:
         return await asyncio.gather(*calls)
-    except Exception as exc:
+    except BaseException as exc:
+        for call in calls:
+            call.cancel()  # DeploymentResponse.cancel() does nothing once a call has finished
+        if not isinstance(exc, Exception):
+            raise
         raise _api_error(exc) from None
 
 
