@@ -154,7 +154,10 @@ template. Called with (dict "root" $ "group" $values "kind" "head"|"worker").
 */}}
 {{- define "qwen3-serving.rayStartParams" -}}
 {{- range $key, $value := . }}
-{{ $key }}: {{ $value | toString | quote }}
+{{- $text := toString $value }}
+{{- /* YAML numbers arrive as floats: 10000000000 would print as 1e+10 */}}
+{{- if and (kindIs "float64" $value) (eq (floor $value) $value) }}{{ $text = printf "%d" (int64 $value) }}{{ end }}
+{{ $key }}: {{ $text | quote }}
 {{- end }}
 {{- end -}}
 
