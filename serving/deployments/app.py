@@ -82,11 +82,21 @@ def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = Non
     return router.bind(router_config, handles, sources or {})
 
 
-def app_builder(args: dict[str, str]):
-    """Entry point for Ray's own tools: `serve run serving.deployments.app:app_builder config=FILE`."""
+def app_builder(args: dict[str, Any]):
+    """Entry point for Ray's own tools. `config` is a YAML file path
+    (`serve run serving.deployments.app:app_builder config=FILE`) or the config mapping itself
+    (a Serve config file's `args: {config: {models: ...}}`, as the Helm chart renders it).
+    Either way it is the same AppConfig, and the environment overrides it."""
     from serving.models.sources import resolve_sources
 
-    config, sources = resolve_sources(AppConfig.load(args.get("config")))
+    source = args.get("config")
+    if isinstance(source, dict):
+        config = AppConfig.load(None, **source)
+    elif source is None or isinstance(source, str):
+        config = AppConfig.load(source)
+    else:
+        raise TypeError(f"app_builder: `config` must be a file path or a mapping, got {type(source).__name__}")
+    config, sources = resolve_sources(config)
     return build_app(config, sources)
 
 
