@@ -29,3 +29,19 @@ def rerank_tokenizer(tiny_models):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_models["reranker"])
+
+
+_MEASUREMENTS: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def measurements() -> dict[str, object]:
+    """Numbers a test measured (not asserted on timing), printed in the run's summary."""
+    return _MEASUREMENTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section("measurements")
+        for name, value in _MEASUREMENTS.items():
+            terminalreporter.write_line(f"{name}: {value}")

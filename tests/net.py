@@ -1,5 +1,6 @@
 """Helpers for tests that talk to a server over loopback."""
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,3 +25,8 @@ def wait_ready(url: str, timeout_s: float = 600, alive: Callable[[], bool] = lam
             pass
         time.sleep(2)
     return False
+
+
+def clean_env() -> dict[str, str]:
+    """The environment of a user's fresh shell: nothing of vLLM's, Ray's or ours set."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}

@@ -21,6 +21,12 @@ class _EngineServer:
         await self.engine.check_health()
         return True
 
+    @staticmethod
+    def engine_config(deployment):
+        """The engine config, named after the deployment so start-up errors say which model failed."""
+        engine = deployment.engine
+        return engine if engine.served_model_name else engine.model_copy(update={"served_model_name": deployment.name})
+
     def __del__(self):  # Serve calls this on graceful replica shutdown
         if self.engine is not None:
             self.engine.shutdown()
@@ -32,7 +38,7 @@ class EmbedServer(_EngineServer):
         from serving.engines.embed import EmbedEngine
 
         self.config = EmbedDeploymentConfig.model_validate(config)
-        self.engine = EmbedEngine(self.config.engine)
+        self.engine = EmbedEngine(self.engine_config(self.config))
 
     async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0):
@@ -50,7 +56,7 @@ class RerankServer(_EngineServer):
         from serving.engines.rerank import RerankEngine
 
         self.config = RerankDeploymentConfig.model_validate(config)
-        self.engine = RerankEngine(self.config.engine)
+        self.engine = RerankEngine(self.engine_config(self.config))
 
     async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None):

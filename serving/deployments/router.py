@@ -130,14 +130,24 @@ async def _gather(calls: list) -> list:
     The first failure (or the caller going away) cancels the calls still running: their results
     could no longer be used, and a replica would otherwise spend engine time on them.
     """
+    tasks = [asyncio.ensure_future(_result(call)) for call in calls]
     try:
-        return await asyncio.gather(*calls)
+        return await asyncio.gather(*tasks)
     except BaseException as exc:
-        for call in calls:
-            call.cancel()  # DeploymentResponse.cancel() does nothing once a call has finished
+        for call, task in zip(calls, tasks):
+            if not task.done():  # a finished DeploymentResponse re-raises its own error from cancel()
+                task.cancel()
+                try:
+                    call.cancel()  # Ray Serve: drop it from the queue, or ray.cancel it on its replica
+                except Exception:
+                    logger.debug("could not cancel a handle call", exc_info=True)
         if not isinstance(exc, Exception):
             raise
         raise _api_error(exc) from None
+
+
+async def _result(call):
+    return await call
 
 
 def _api_error(exc: Exception) -> ApiError:

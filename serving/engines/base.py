@@ -54,7 +54,7 @@ def start_engine(config: EngineConfig, **extra: Any):
     from vllm.v1.executor import Executor
 
     args = engine_args(config, **extra)
-    with startup_errors(config.name):
+    with startup_errors(config):
         _check_model_path(config.model)
         vllm_config = args.create_engine_config()
         _size_cpu_kv_cache(config, vllm_config)
@@ -68,7 +68,7 @@ def start_engine(config: EngineConfig, **extra: Any):
                             log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
     except Exception as exc:
         logger.exception("engine for %s failed to start", config.name)
-        raise EngineStartupError(config.name, tail.cause() or summarize(exc)) from exc
+        raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc
 
 
 @contextmanager
@@ -87,15 +87,15 @@ def _environment(**values: str | None) -> Iterator[None]:
 
 
 @contextmanager
-def startup_errors(model: str) -> Iterator[None]:
+def startup_errors(config: EngineConfig) -> Iterator[None]:
     """Any failure inside becomes EngineStartupError(model, one-line cause); the traceback is logged."""
     try:
         yield
     except EngineStartupError:
         raise
     except Exception as exc:
-        logger.exception("engine for %s failed to start", model)
-        raise EngineStartupError(model, summarize(exc)) from exc
+        logger.exception("engine for %s failed to start", config.name)
+        raise EngineStartupError(config.name, summarize(exc), config.model) from exc
 
 
 _LONG_MAX_MODEL_LEN = re.compile(
@@ -131,10 +131,10 @@ def _check_model_path(model: str) -> None:
     path = Path(model).expanduser()
     if not path.exists():
         if looks_like_path(model):
-            raise EngineStartupError(model, f"no such directory: {model}")
+            raise FileNotFoundError(f"no such directory: {model}")
         return  # a hub id
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise EngineStartupError(model, f"{model} is not a checkpoint directory (no config.json)")
+        raise ValueError(f"{model} is not a checkpoint directory (no config.json)")
 
 
 def _size_cpu_kv_cache(config: EngineConfig, vllm_config: Any) -> None:
@@ -157,7 +157,7 @@ def _size_cpu_kv_cache(config: EngineConfig, vllm_config: Any) -> None:
         kv_bytes = max(GIB, kv_bytes_per_token(vllm_config) * model_config.max_model_len)
         available = _available_memory_bytes()
         if kv_bytes > available:
-            raise EngineStartupError(config.name, (
+            raise MemoryError((
                 f"a KV cache for one {model_config.max_model_len}-token sequence needs {kv_bytes / GIB:.1f} GiB "
                 f"but only {available / GIB:.1f} GiB of RAM is available; set a smaller max_model_len "
                 f"or cpu_kvcache_space_gib"))

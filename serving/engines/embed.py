@@ -96,7 +96,7 @@ class EmbedEngine(OwnsEngine):
             # Qwen3-Embedding reads the hidden state of the final (EOS) token, then L2-normalises.
             pooler_config={"pooling_type": "LAST", "use_activation": True},
         )
-        with startup_errors(config.name), self.shutdown_on_error():
+        with startup_errors(config), self.shutdown_on_error():
             model_config = self._engine.model_config
             self.inputs = EmbedInputs(config, load_tokenizer(config.model), model_config.hf_config.hidden_size,
                                       model_config.hf_config.vocab_size, model_config.max_model_len)

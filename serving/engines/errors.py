@@ -17,7 +17,8 @@ class EngineStartupError(RuntimeError):
     """The engine could not start. The message is one line naming the model and the cause;
     the full traceback stays in the log."""
 
-    def __init__(self, model: str, cause: str):
-        super().__init__(f"model {model!r} failed to start: {cause}")
+    def __init__(self, model: str, cause: str, source: str | None = None):
+        where = f" ({source})" if source and source != model else ""
+        super().__init__(f"model {model!r}{where} failed to start: {cause}")
         self.model = model
         self.cause = cause

@@ -89,7 +89,7 @@ class RerankEngine(OwnsEngine):
             # log-softmax over exactly {yes, no}.
             logprobs_mode="processed_logprobs",
         )
-        with startup_errors(config.name), self.shutdown_on_error():
+        with startup_errors(config), self.shutdown_on_error():
             self.prompts = RerankPrompts(config, load_tokenizer(config.model), self._engine.model_config.max_model_len)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,

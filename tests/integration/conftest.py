@@ -51,3 +51,14 @@ def reference_reranker(tiny_models):
 
     # The engine keeps one position of max_model_len for the generated token.
     return ReferenceReranker(str(tiny_models["reranker"]), max_length=MAX_MODEL_LEN - 1)
+
+
+@pytest.fixture(scope="session")
+def short_context_models(tmp_path_factory):
+    """A Qwen3 checkpoint shaped unlike the tiny models, with only 4,096 positions: the default
+    max_model_len must come from the checkpoint, not from a number in our config."""
+    from serving.models.tiny import TinyShape, build_tiny_models
+
+    shape = TinyShape(hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=64, max_position_embeddings=4096)
+    return build_tiny_models(tmp_path_factory.mktemp("short-context"), shape=shape, seed=7)

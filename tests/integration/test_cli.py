@@ -1,19 +1,16 @@
-"""`qwen3-serve embed` and `qwen3-serve rerank` run real engines and print JSON."""
+"""`qwen3-serve embed` and `qwen3-serve rerank` run real engines and print JSON, from a clean
+environment and with default flags; start-up failures are one line and a non-zero exit."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.net import clean_env
+
 pytestmark = pytest.mark.slow
-
-
-def clean_env() -> dict[str, str]:
-    """The environment of a user's fresh shell: nothing of vLLM's or ours set."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -21,25 +18,34 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, env=clean_env())
 
 
-def test_embed_prints_normalised_vectors_of_the_requested_size(tiny_models):
-    proc = run_cli("embed", "--model", str(tiny_models["embedding"]), "--max-model-len", "256",
-                   "--dimensions", "48", "--query", "--task", "Find facts", "What is the capital of China?", "Gravity")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_embed_with_only_model_on_a_4096_position_checkpoint(short_context_models):
+    from transformers import AutoTokenizer
+
+    from serving.reference import ReferenceEmbedder
+
+    texts = ["What is the capital of China?", "Gravity " * 3000]  # the second is over 4,096 tokens
+    proc = run_cli("embed", "--model", str(short_context_models["embedding"]), *texts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     vectors = np.array(out["embeddings"])
-    assert vectors.shape == (2, 48)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    expected = ReferenceEmbedder(str(short_context_models["embedding"]), max_length=4096).embed(texts)
+    assert vectors.shape == (2, 256)
+    np.testing.assert_allclose(np.sum(vectors * expected, axis=1), 1.0, atol=1e-4)  # cosine, both normalised
+    # The long input was truncated to the checkpoint's 4,096 positions (EOS kept), not rejected.
+    first = len(AutoTokenizer.from_pretrained(str(short_context_models["embedding"]))(texts[0])["input_ids"])
+    assert out["usage"]["prompt_tokens"] == first + 4096
 
 
-def test_rerank_prints_scores_in_input_order(tiny_models):
+def test_rerank_with_only_model_on_a_4096_position_checkpoint(short_context_models):
     from serving.reference import ReferenceReranker
 
-    docs = ["The capital of China is Beijing.", "Gravity attracts bodies.", "def f(): pass"]
-    proc = run_cli("rerank", "--model", str(tiny_models["reranker"]), "--max-model-len", "256",
-                   "--dtype", "float32", "--query", "What is the capital of China?", *docs)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    docs = ["The capital of China is Beijing.", "Gravity attracts bodies. " * 1000, "def f(): pass"]
+    proc = run_cli("rerank", "--model", str(short_context_models["reranker"]),
+                   "--query", "What is the capital of China?", *docs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads(proc.stdout)["scores"]
-    expected = ReferenceReranker(str(tiny_models["reranker"]), max_length=255).rerank(
+    # The engine runs at the checkpoint's 4,096 positions and leaves one for the generated token.
+    expected = ReferenceReranker(str(short_context_models["reranker"]), max_length=4095).rerank(
         "What is the capital of China?", docs)
     assert max(abs(a - b) for a, b in zip(scores, expected)) <= 1e-4
 
@@ -49,3 +55,30 @@ def test_bad_dimensions_exit_2_with_a_message(tiny_models):
                    "--dimensions", "8", "hello")
     assert proc.returncode == 2
     assert "between 32 and 128" in proc.stderr
+
+
+def test_max_model_len_above_the_checkpoint_fails_at_once_naming_both_numbers(short_context_models):
+    proc = run_cli("embed", "--model", str(short_context_models["embedding"]), "--max-model-len", "8192", "hi")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("qwen3-serve: error: model ") and "8192" in last and "4096" in last, last
+
+
+def test_a_checkpoint_whose_weights_do_not_load_names_the_cause_from_the_engine_process(tmp_path, tiny_models):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["embedding"], broken)
+    (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
+    proc = run_cli("embed", "--model", str(broken), "hi")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    # The cause is raised in vLLM's worker process; the parent only sees "engine core failed".
+    assert last.startswith(f"qwen3-serve: error: model '{broken}' failed to start: SafetensorError"), last
+
+
+@pytest.mark.parametrize("model,cause", [("/no/such/checkpoint", "no such directory"),
+                                         ("/tmp", "not a checkpoint directory")])
+def test_bad_paths_fail_in_one_line(model, cause):
+    proc = run_cli("rerank", "--model", model, "--query", "q", "d")
+    assert proc.returncode == 1 and cause in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]

@@ -1,7 +1,6 @@
 """`qwen3-serve serve` end to end: hub unreachable -> tiny fallback, said in the first log line and
 in /v1/models; serves HTTP; exits cleanly on SIGTERM."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.net import free_port, wait_ready
+from tests.net import clean_env, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
     path.write_text(yaml.safe_dump(config))
     log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--config", str(path)], stdout=log,
-                            stderr=subprocess.STDOUT, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+                            stderr=subprocess.STDOUT, env=clean_env() | {"HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
         ready = wait_ready(url, alive=lambda: proc.poll() is None)
@@ -51,3 +50,28 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
             subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
     first_line = (tmp_path / "serve.log").read_text().splitlines()[0]
     assert "FALLBACK" in first_line and "Qwen/Qwen3-Embedding-0.6B" in first_line
+
+
+def test_serve_exits_with_the_cause_when_a_model_cannot_load(tmp_path, tiny_models):
+    """No endless replica restarts: the deployment fails after one start-up failure and the
+    last stderr line names the model and the cause raised inside its replica's engine process."""
+    import shutil
+    import time
+
+    broken = tmp_path / "broken-embedding"
+    shutil.copytree(tiny_models["embedding"], broken)
+    (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
+    config = {"models": [{"name": "broken", "kind": "embed", "engine": {"model": str(broken)},
+                          "resources": {"accelerator": "cpu"}}],
+              "http": {"host": "127.0.0.1", "port": free_port()}}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = clean_env()
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--config", str(path)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    elapsed = time.monotonic() - started
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert last.startswith(f"qwen3-serve: error: model 'broken' ({broken}) failed to start: SafetensorError"), last
+    assert elapsed < 240, f"took {elapsed:.0f} s to give up"

@@ -6,6 +6,8 @@ side of an alias, and tight queue bounds for the 429 test), and a reranker.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.net import free_port, wait_ready
@@ -40,6 +42,15 @@ def app_config(tiny_models, port: int):
         "api_keys": [API_KEY],
         "http": {"host": "127.0.0.1", "port": port},
     })
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that kill replicas run after everything else in this package (which shares the app)."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(item.path).parents]
+    ours = sorted((items[i] for i in slots), key=lambda item: item.get_closest_marker("disruptive") is not None)
+    for i, item in zip(slots, ours):
+        items[i] = item
 
 
 @pytest.fixture(scope="package")

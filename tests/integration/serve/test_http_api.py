@@ -8,7 +8,6 @@ import openai
 import pytest
 
 from serving.reference import get_detailed_instruct
-from tests.integration.serve.conftest import API_KEY
 from tests.texts import DOCUMENTS, QUERIES
 
 pytestmark = pytest.mark.slow
