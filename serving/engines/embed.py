@@ -15,9 +15,8 @@ from typing import Any, Literal
 import numpy as np
 
 from serving.config import EmbedModelConfig
-from serving.engines.base import (
-    OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine, startup_errors,
-)
+from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.startup import start_engine, startup_errors
 from serving.engines.errors import EngineInputError, InputTooLongError
 
 InputType = Literal["query", "document"]

@@ -9,10 +9,13 @@ inherit, forwards every byte unchanged, and keeps the last lines so the cause ca
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sys
+import termios
 import threading
+import time
 from collections import deque
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -29,6 +32,7 @@ class OutputTail:
     def __init__(self, max_lines: int = 400):
         self.lines: deque[str] = deque(maxlen=max_lines)
         self._restore: list[tuple[int, int]] = []
+        self._pipes: list[int] = []
 
     def __enter__(self) -> OutputTail:
         for stream in (sys.stdout, sys.stderr):
@@ -41,6 +45,7 @@ class OutputTail:
             threading.Thread(target=self._forward, args=(read_end, saved), daemon=True,
                              name=f"output-tail-{fd}").start()
             self._restore.append((fd, saved))
+            self._pipes.append(read_end)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -51,6 +56,14 @@ class OutputTail:
         for fd, saved in self._restore:
             os.dup2(saved, fd)
         self._restore.clear()
+        self._drain()
+
+    def _drain(self, timeout_s: float = 2.0) -> None:
+        """Wait until what was already written (say, by a child that just died) has been read."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(_pending_bytes(fd) for fd in self._pipes):
+            time.sleep(0.01)
+        time.sleep(0.01)  # the last chunk read is being split into lines
 
     def _forward(self, read_end: int, target: int) -> None:
         pending = b""
@@ -74,3 +87,10 @@ class OutputTail:
             if match and not any(g in text for g in _GENERIC):
                 return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)[:400]}"
         return None
+
+
+def _pending_bytes(fd: int) -> int:
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+    except OSError:  # closed: nothing left
+        return 0

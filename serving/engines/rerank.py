@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.config import RerankModelConfig
-from serving.engines.base import (
-    OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts, start_engine, startup_errors,
-)
+from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.startup import start_engine, startup_errors
 from serving.engines.errors import EngineInputError, EngineUnavailableError
 
 

@@ -1,0 +1,184 @@
+"""Starting a vLLM engine from typed config: defaults from the checkpoint and the machine, and
+start-up failures reported as one line that names the model and the cause."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from serving.config import EngineConfig
+from serving.engines.errors import EngineStartupError
+from serving.engines.output_tail import OutputTail
+
+logger = logging.getLogger(__name__)
+GIB = 1 << 30
+
+
+def engine_args(config: EngineConfig, **extra: Any):
+    """vLLM AsyncEngineArgs for a model config; ``extra`` adds engine-specific fields."""
+    from vllm import AsyncEngineArgs
+
+    optional = {
+        key: getattr(config, key)
+        for key in ("max_model_len", "block_size", "max_num_seqs", "max_num_batched_tokens",
+                    "distributed_executor_backend")
+        if getattr(config, key) is not None
+    }
+    return AsyncEngineArgs(
+        model=config.model,
+        served_model_name=config.name,
+        dtype=config.dtype,
+        tensor_parallel_size=config.tensor_parallel_size,
+        hf_overrides=dict(config.hf_overrides),
+        enforce_eager=config.enforce_eager,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        seed=config.seed,
+        **optional,
+        **extra,
+    )
+
+
+def start_engine(config: EngineConfig, **extra: Any):
+    """Start an AsyncLLM, or raise EngineStartupError naming the model and the cause in one line.
+
+    The config is built here, in this process, so bad paths, unsupported architectures and a
+    max_model_len beyond the checkpoint fail at once; what fails later in vLLM's engine-core
+    process (weights, memory) is named from that process's output.
+    """
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.executor import Executor
+
+    args = engine_args(config, **extra)
+    with startup_errors(config):
+        _check_model_path(config.model)
+        vllm_config = args.create_engine_config()
+        _size_cpu_kv_cache(config, vllm_config)
+    logger.info("starting vLLM engine for %s (tp=%d, max_model_len=%d)", config.model,
+                config.tensor_parallel_size, vllm_config.model_config.max_model_len)
+    tail = OutputTail()
+    try:
+        # vLLM's CPU backend reads the core binding from the environment of the process it spawns.
+        with tail, _environment(VLLM_CPU_OMP_THREADS_BIND=config.cpu_omp_threads_bind):
+            return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
+                            log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
+    except Exception as exc:
+        logger.exception("engine for %s failed to start", config.name)
+        raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc
+
+
+@contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set the given variables (None = leave as is) for the duration of the block only."""
+    saved = {key: os.environ.get(key) for key, value in values.items() if value is not None}
+    os.environ.update({key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def startup_errors(config: EngineConfig) -> Iterator[None]:
+    """Any failure inside becomes EngineStartupError(model, one-line cause); the traceback is logged."""
+    try:
+        yield
+    except EngineStartupError:
+        raise
+    except Exception as exc:
+        logger.exception("engine for %s failed to start", config.name)
+        raise EngineStartupError(config.name, summarize(exc), config.model) from exc
+
+
+_LONG_MAX_MODEL_LEN = re.compile(
+    r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len \((\w+)=(\d+)")
+
+
+_WORKER_FAILED = re.compile(r"Worker failed with error '(.*)', please check")
+
+
+def summarize(exc: BaseException) -> str:
+    """One line that says what went wrong, for errors raised while building or starting an engine."""
+    from pydantic import ValidationError
+
+    text, kind = str(exc), type(exc).__name__
+    if isinstance(exc, ValidationError) and exc.errors():  # vLLM's config checks: the message is the cause
+        text, kind = str(exc.errors()[0].get("msg", text)).removeprefix("Value error, "), ""
+    text = text.split(" Supported architectures:")[0]  # vLLM lists hundreds after the useful part
+    if worker := _WORKER_FAILED.search(text):
+        text = worker.group(1)
+    if match := _LONG_MAX_MODEL_LEN.search(text):
+        asked, key, limit = match.groups()
+        return (f"max_model_len {asked} is above the checkpoint's limit of {limit} ({key}); "
+                f"leave max_model_len unset to use {limit}, or set it to at most {limit}")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0][:400] if lines else ""
+    return f"{kind}: {line}" if kind and line else line or kind
+
+
+def _check_model_path(model: str) -> None:
+    """A model that names a local path must be a Hugging Face checkpoint directory."""
+    from serving.models.sources import looks_like_path
+
+    path = Path(model).expanduser()
+    if not path.exists():
+        if looks_like_path(model):
+            raise FileNotFoundError(f"no such directory: {model}")
+        return  # a hub id
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"{model} is not a checkpoint directory (no config.json)")
+
+
+def _size_cpu_kv_cache(config: EngineConfig, vllm_config: Any) -> None:
+    """On CPU, give vLLM an explicit KV cache size in bytes.
+
+    Without one, vLLM's CPU worker reserves ``gpu_memory_utilization`` of *all* RAM and refuses
+    to start unless that much is free: 90% by default, which a machine in ordinary use does not
+    have. GPUs keep vLLM's own sizing.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # the user's explicit environment wins, as in vLLM
+        return
+    model_config, parallel = vllm_config.model_config, vllm_config.parallel_config
+    if config.cpu_kvcache_space_gib is not None:
+        kv_bytes = int(config.cpu_kvcache_space_gib * GIB)
+    else:
+        kv_bytes = max(GIB, kv_bytes_per_token(vllm_config) * model_config.max_model_len)
+        available = _available_memory_bytes()
+        if kv_bytes > available:
+            raise MemoryError((
+                f"a KV cache for one {model_config.max_model_len}-token sequence needs {kv_bytes / GIB:.1f} GiB "
+                f"but only {available / GIB:.1f} GiB of RAM is available; set a smaller max_model_len "
+                f"or cpu_kvcache_space_gib"))
+    vllm_config.cache_config.kv_cache_memory_bytes = kv_bytes
+    logger.info("CPU KV cache for %s: %.2f GiB (%d layers x %d KV heads per shard)", config.name,
+                kv_bytes / GIB, model_config.get_num_layers(parallel), model_config.get_num_kv_heads(parallel))
+
+
+def kv_bytes_per_token(vllm_config: Any) -> int:
+    """Key + value bytes one token occupies across all layers of one shard."""
+    import torch
+
+    model_config, parallel = vllm_config.model_config, vllm_config.parallel_config
+    cache_dtype = vllm_config.cache_config.cache_dtype
+    dtype = model_config.dtype if cache_dtype == "auto" else getattr(torch, str(cache_dtype), model_config.dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return (2 * model_config.get_num_layers(parallel) * model_config.get_num_kv_heads(parallel)
+            * model_config.get_head_size() * itemsize)
+
+
+def _available_memory_bytes() -> int:
+    import psutil
+
+    return psutil.virtual_memory().available
