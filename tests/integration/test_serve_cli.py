@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    engine = {"max_model_len": 256, "cpu_kvcache_space_gib": 1, "enforce_eager": True}
+    engine = {"cpu_kvcache_space_gib": 1, "enforce_eager": True}  # max_model_len: the checkpoint's
     config = {
         "models": [
             {"name": "Qwen/Qwen3-Embedding-0.6B", "kind": "embed", "resources": {"accelerator": "cpu"},
@@ -39,6 +39,8 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
         models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
         assert {m["id"]: m["fallback"] for m in models} == {
             "Qwen/Qwen3-Embedding-0.6B": True, "Qwen/Qwen3-Reranker-0.6B": True}
+        # What the engines run with: the tiny checkpoints' 32,768 positions, not a configured number.
+        assert {m["max_model_len"] for m in models} == {32768}
         embed = httpx.post(f"{url}/v1/embeddings", json={"model": "Qwen/Qwen3-Embedding-0.6B", "input": "hi"},
                            timeout=60)
         assert embed.status_code == 200 and len(embed.json()["data"][0]["embedding"]) == 128
