@@ -106,8 +106,8 @@ async def test_tensor_parallel_2_gives_the_same_vectors(embed_engine, tiny_model
     from serving.engines.embed import EmbedEngine
     from tests.integration.conftest import engine_fields
 
-    tp2 = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]), tensor_parallel_size=2,
-                                       cpu_omp_threads_bind="0|1", **engine_fields()))
+    tp2 = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]),
+                                       **engine_fields(tensor_parallel_size=2, cpu_omp_threads_bind="0|1")))
     try:
         sharded = (await tp2.embed(DOCUMENTS + QUERIES, dimensions=64)).embeddings
     finally:
