@@ -7,6 +7,7 @@ dialect a request came in.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -65,13 +66,20 @@ class Pipeline:
             return Embedded(model, vectors, tokens)
 
     async def rerank(self, body: RerankRequest, request: Request, endpoint: str = "rerank") -> Scored:
+        [result] = await self.rerank_many([body], request, endpoint)
+        return result
+
+    async def rerank_many(self, bodies: list[RerankRequest], request: Request, endpoint: str) -> list[Scored]:
+        """Several rerank requests (one per query) as one API request: one metrics record, concurrent calls."""
         with self.service.track(endpoint) as record:
-            record["model"] = self._label(body.model)
-            texts = body.texts()
-            check_rerank_limits(body.query, texts, body.instruction, self.config.limits)
-            model, scores, tokens = await self.service.rerank(body, routing_key(request, body.request_id))
-            record["model"], record["tokens"] = self._label(model), tokens
-            return Scored(model, scores, tokens, texts)
+            record["model"] = self._label(bodies[0].model)
+            for body in bodies:
+                check_rerank_limits(body.query, body.texts(), body.instruction, self.config.limits)
+            key = routing_key(request, bodies[0].request_id)  # one key: an alias sends every part to one model
+            answers = await asyncio.gather(*(self.service.rerank(body, key) for body in bodies))
+            tokens = sum(t for _, _, t in answers)
+            record["model"], record["tokens"] = self._label(answers[0][0]), tokens
+            return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
 
 
 def check_embed_limits(inputs: list, limits: LimitsConfig) -> None:
@@ -102,9 +110,18 @@ def check_total_chars(total: int, limits: LimitsConfig) -> None:
         raise RequestTooLarge(f"the request's texts have {total} characters; at most {limits.max_request_chars}")
 
 
-def encode_base64(vector: np.ndarray) -> str:
-    """Little-endian float32, as OpenAI and Cohere send it."""
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+def encode_base64(vector: np.ndarray, dtype: str = "float32", endianness: str = "little") -> str:
+    """The vector's bytes: little-endian float32 by default, as OpenAI and Cohere send them; vLLM's
+    `embed_dtype` and `endianness` choose others."""
+    order = {"little": "<", "big": ">", "native": "="}[endianness]
+    values = np.asarray(vector, dtype=np.float32)
+    if dtype == "bfloat16":
+        # Round to nearest even, as torch's float32 -> bfloat16 conversion does.
+        bits = values.view(np.uint32)
+        raw = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(f"{order}u2")
+    else:
+        raw = values.astype(f"{order}{ {'float32': 'f4', 'float16': 'f2'}[dtype] }")
+    return base64.b64encode(raw.tobytes()).decode()
 
 
 def routing_key(request: Request, request_id: str | None = None) -> str:

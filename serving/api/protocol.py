@@ -58,6 +58,10 @@ class EmbeddingRequest(_VllmOptions):
                           "EOS). Unset: the tokenizer's truncation, first tokens plus the EOS.")
     use_activation: bool | None = Field(
         None, description="vLLM: false returns the pooled hidden state without L2 normalisation.")
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="vLLM: the element type of `base64` vectors.")
+    endianness: Literal["native", "big", "little"] = Field(
+        "native", description="vLLM: the byte order of `base64` vectors (`native`: the server's).")
 
     def inputs(self) -> list[str] | list[list[int]]:
         """`input` as a list of items: strings or token lists."""

