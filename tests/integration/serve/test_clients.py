@@ -230,8 +230,9 @@ def test_vllm_bench_serve_runs_with_no_failed_requests(base_url, app_config_obj,
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     # Pooling runs report `completed` (successful requests) and each request's error, not a `failed` count.
+    # random-rerank groups the prompts into requests of --random-batch-size texts (one query + documents).
     failed = [e for e in result["errors"] if e]
-    assert not failed and result["completed"] == 32, (failed[:3], run.stdout[-3000:])
+    assert not failed and result["completed"] == len(result["errors"]) >= 8, (failed[:3], run.stdout[-3000:])
 
 
 def raw_reference(reference: ReferenceEmbedder, texts: list[str]) -> np.ndarray:
