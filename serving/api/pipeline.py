@@ -12,14 +12,17 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
-from serving.api.errors import RequestTooLarge
+from serving.api.errors import RequestTooLarge, ValidationFailed
 from serving.api.protocol import EmbeddingRequest, ModelList, RerankRequest
 from serving.config import AppConfig, LimitsConfig
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 class ApiService(Protocol):
@@ -80,6 +83,16 @@ class Pipeline:
             tokens = sum(t for _, _, t in answers)
             record["model"], record["tokens"] = self._label(answers[0][0]), tokens
             return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
+
+
+def to_internal(schema: type[RequestT], /, **fields) -> RequestT:
+    """An internal request from a dialect's fields. A value the internal schema refuses is the
+    client's error (422), not the server's."""
+    try:
+        return schema(**fields)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+        raise ValidationFailed("; ".join(problems)) from None
 
 
 def check_embed_limits(inputs: list, limits: LimitsConfig) -> None:

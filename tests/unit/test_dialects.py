@@ -273,3 +273,14 @@ def test_bfloat16_rounds_like_torch():
     values = np.random.default_rng(0).standard_normal(256).astype(np.float32)
     got = np.frombuffer(base64.b64decode(encode_base64(values, "bfloat16", "little")), "<u2")
     assert got.tolist() == [v & 0xFFFF for v in torch.tensor(values).to(torch.bfloat16).view(torch.int16).tolist()]
+
+
+def test_a_value_the_internal_schema_refuses_is_a_422_not_a_500():
+    from serving.api.errors import ValidationFailed
+    from serving.api.pipeline import to_internal
+    from serving.api.protocol import EmbeddingRequest
+
+    with pytest.raises(ValidationFailed, match="truncate_prompt_tokens"):
+        to_internal(EmbeddingRequest, input="a", truncate_prompt_tokens=24208784)
+    c, _ = serve()
+    assert "max_tokens" in error(c.post("/v2/embed", json={"texts": ["a"], "max_tokens": 24208784}), 422)

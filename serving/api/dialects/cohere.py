@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from serving.api.pipeline import Pipeline, encode_base64, new_id
+from serving.api.pipeline import Pipeline, encode_base64, new_id, to_internal
 from serving.api.protocol import MODEL_DESCRIPTION, EmbeddingRequest, ModelName, NonEmptyStr, RerankRequest, _Request
 
 # --- schemas
@@ -59,7 +59,8 @@ class V2EmbedRequest(_Request):
     embedding_types: Annotated[list[Literal["float", "base64"]], Field(min_length=1, max_length=2)] = Field(
         ["float"], description="`float` lists and/or `base64` (little-endian float32).")
     output_dimension: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
-    max_tokens: StrictInt | None = Field(None, ge=1, description="Keep at most this many tokens per text.")
+    max_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000, description="Keep at most this many tokens per text "
+                                                                               "(at most the model's max_model_len).")
     truncate: Literal["NONE", "START", "END"] = Field(
         "END", description="Over-long texts: `END` cuts the end (keeping the EOS), `START` the start, `NONE` "
                            "rejects them with 413.")
@@ -89,13 +90,14 @@ class V2EmbedResponse(BaseModel):
 
 
 def rerank_request(body: V2RerankRequest) -> RerankRequest:
-    return RerankRequest(model=body.model, query=body.query, documents=body.documents, top_n=body.top_n,
-                         max_tokens_per_doc=body.max_tokens_per_doc, return_documents=False)
+    return to_internal(RerankRequest, model=body.model, query=body.query, documents=body.documents,
+                       top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc, return_documents=False)
 
 
 def embed_request(body: V2EmbedRequest) -> EmbeddingRequest:
     # Cohere's `truncate` names the end it cuts; vLLM's `truncation_side` names it too ("left": the start).
-    return EmbeddingRequest(
+    return to_internal(
+        EmbeddingRequest,
         model=body.model, input=body.texts, dimensions=body.output_dimension,
         input_type="query" if body.input_type == "search_query" else "document",
         truncate_prompt_tokens=body.max_tokens, truncation_side="left" if body.truncate == "START" else None,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Discriminator, Field, StrictInt, Tag
 
 from serving.api.dialects import native
 from serving.api.errors import ModelNotFound
-from serving.api.pipeline import Pipeline
+from serving.api.pipeline import Pipeline, to_internal
 from serving.api.protocol import (
     MODEL_DESCRIPTION,
     EmbeddingRequest,
@@ -82,7 +82,8 @@ class TeiInfo(BaseModel):
 
 def embed_request(body: TeiEmbedRequest) -> EmbeddingRequest:
     left = body.truncation_direction.lower() == "left"
-    return EmbeddingRequest(
+    return to_internal(
+        EmbeddingRequest,
         model=body.model, input=body.inputs, dimensions=body.dimensions,
         input_type="query" if body.prompt_name == "query" else "document",
         truncate_prompt_tokens=-1 if body.truncate else None, truncation_side="left" if left else None,
@@ -90,8 +91,9 @@ def embed_request(body: TeiEmbedRequest) -> EmbeddingRequest:
 
 
 def rerank_request(body: TeiRerankRequest) -> RerankRequest:
-    return RerankRequest(model=body.model, query=body.query, documents=body.texts, return_documents=False,
-                         truncate=False if body.truncate is False else None, use_activation=not body.raw_scores)
+    return to_internal(RerankRequest, model=body.model, query=body.query, documents=body.texts,
+                       return_documents=False, truncate=False if body.truncate is False else None,
+                       use_activation=not body.raw_scores)
 
 
 def _rerank_shape(body: Any) -> str:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
 
 from serving.api.errors import RequestTooLarge
-from serving.api.pipeline import Pipeline, check_total_chars, new_id
+from serving.api.pipeline import Pipeline, check_total_chars, new_id, to_internal
 from serving.api.protocol import NonEmptyStr, RerankRequest, ScoringOptions, Usage
 
 Texts = NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)]
@@ -67,8 +67,8 @@ def rerank_requests(body: ScoreRequest) -> list[tuple[list[int], RerankRequest]]
     pairs = body.pairs()
     for i, (query, _) in enumerate(pairs):
         groups.setdefault(query, []).append(i)
-    return [(indices, RerankRequest(query=query, documents=[pairs[i][1] for i in indices], return_documents=False,
-                                    **body.options()))
+    return [(indices, to_internal(RerankRequest, query=query, documents=[pairs[i][1] for i in indices],
+                                  return_documents=False, **body.options()))
             for query, indices in groups.items()]
 
 
