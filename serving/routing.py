@@ -17,6 +17,10 @@ class UnknownModelError(LookupError):
     """No model or alias of that name serves this kind of request."""
 
 
+class ModelRequiredError(LookupError):
+    """The request names no model and more than one model of its kind is served."""
+
+
 @dataclass(frozen=True)
 class Route:
     names: tuple[str, ...]  # deployment names
@@ -47,10 +51,26 @@ class ModelTable:
         route = self.routes.get(name)
         return self.kinds[route.names[0]] if route else None
 
-    def resolve(self, name: str, kind: str, routing_key: str) -> str:
+    def served(self, kind: str) -> list[str]:
+        """Model and alias names that serve this kind of request."""
+        return sorted(n for n in self.routes if self.kind_of(n) == kind)
+
+    def default(self, kind: str) -> str:
+        """The model a request without `model` goes to: the only one of its kind."""
+        models = [name for name, k in self.kinds.items() if k == kind]
+        if len(models) == 1:
+            return models[0]
+        if not models:
+            raise UnknownModelError(f"no {kind} model is served")
+        raise ModelRequiredError(f"`model` is required: {len(models)} {kind} models are served. "
+                                 f"Choices: {self.served(kind)}")
+
+    def resolve(self, name: str | None, kind: str, routing_key: str) -> str:
+        if name is None:
+            return self.default(kind)
         route = self.routes.get(name)
         if route is None or self.kinds[route.names[0]] != kind:
-            served = sorted(n for n in self.routes if self.kind_of(n) == kind)
+            served = self.served(kind)
             hint = f"; it is a {self.kind_of(name)} model" if route else ""
             raise UnknownModelError(f"model {name!r} does not serve {kind} requests{hint}. Available: {served}")
         if len(route.names) == 1:

@@ -1,4 +1,8 @@
-"""Request and response schemas: OpenAI embeddings, Cohere v2 / Jina rerank, model listing.
+"""The internal requests and the native schemas: OpenAI embeddings and Cohere v1 / Jina / vLLM
+rerank, with vLLM's request extensions; model listing; errors.
+
+`EmbeddingRequest` and `RerankRequest` are also what every other dialect converts to
+(`serving/api/dialects/`): the router and engines see only these two.
 
 Schemas fix types and shapes (422 when wrong). Size limits come from config and are checked
 by the router (413), and `dimensions` against the chosen model's range (422).
@@ -12,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 NonEmptyStr = Annotated[str, StringConstraints(strict=True, min_length=1)]
 TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
+EmbedInput = NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | TokenIds | Annotated[
+    list[TokenIds], Field(min_length=1)]
+ModelName = NonEmptyStr | None
+MODEL_DESCRIPTION = ("Model or alias name. May be omitted when exactly one model of this kind is served; "
+                     "otherwise omitting it is a 422 that lists the choices.")
 
 
 class _Request(BaseModel):
@@ -19,17 +28,40 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EmbeddingRequest(_Request):
-    model: NonEmptyStr
-    input: NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1)] = Field(
-        description="A string, a list of strings, a token list or a list of token lists.")
+class _VllmOptions(_Request):
+    """Request fields vLLM's pooling APIs add, accepted with vLLM's meaning."""
+
+    truncate_prompt_tokens: StrictInt | None = Field(
+        None, ge=-1, le=1_000_000, description="vLLM: keep at most this many tokens per input (-1: the model's limit). "
+                                 "Unset: the server's truncation (`engine.truncate`).")
+    truncate: bool | None = Field(
+        None, description="Extension: false rejects over-long inputs with 413 instead of truncating; "
+                          "unset: the model's `engine.truncate`.")
+    request_id: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None, description="vLLM: the request's id; routes alias traffic like `X-Request-Id` when that header is "
+                          "absent.")
+    priority: StrictInt = Field(0, ge=0, le=0, description="vLLM: only 0; this server does not schedule by priority.")
+    user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None, description="End-user id; logged with the routing key for abuse tracing.")
+
+
+class EmbeddingRequest(_VllmOptions):
+    model: ModelName = Field(None, description=MODEL_DESCRIPTION)
+    input: EmbedInput = Field(description="A string, a list of strings, a token list or a list of token lists.")
     dimensions: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
     encoding_format: Literal["float", "base64"] = "float"
-    user: str | None = Field(None, description="End-user id; logged with the routing key for abuse tracing.")
     input_type: Literal["query", "document"] = Field(
         "document", description="Extension: `query` applies the instruction format, `document` embeds as-is.")
     instruction: NonEmptyStr | None = Field(None, description="Extension: task instruction for queries.")
+    truncation_side: Literal["left", "right"] | None = Field(
+        None, description="vLLM: `right` keeps the first tokens of the full sequence, `left` the last (with the "
+                          "EOS). Unset: the tokenizer's truncation, first tokens plus the EOS.")
+    use_activation: bool | None = Field(
+        None, description="vLLM: false returns the pooled hidden state without L2 normalisation.")
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="vLLM: the element type of `base64` vectors.")
+    endianness: Literal["native", "big", "little"] = Field(
+        "native", description="vLLM: the byte order of `base64` vectors (`native`: the server's).")
 
     def inputs(self) -> list[str] | list[list[int]]:
         """`input` as a list of items: strings or token lists."""
@@ -62,17 +94,38 @@ class TextDocument(_Request):
     text: Annotated[str, StringConstraints(strict=True, min_length=1)]
 
 
-class RerankRequest(_Request):
-    model: NonEmptyStr
+class ScoringOptions(_VllmOptions):
+    """What every rerank/score request carries besides its texts (vLLM's scoring fields)."""
+
+    model: ModelName = Field(None, description=MODEL_DESCRIPTION)
+    instruction: NonEmptyStr | None = Field(None, description="Task instruction; the model card's default if unset.")
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=0, description="Truncate each document to this many tokens (0 or unset: no limit).")
+    max_tokens_per_query: StrictInt | None = Field(
+        None, ge=0, description="vLLM: truncate the query to this many tokens (0 or unset: no limit).")
+    truncation_side: Literal["right"] | None = Field(
+        None, description="vLLM: only `right`; the prompt's body is cut from its end, never the instruction.")
+    use_activation: bool | None = Field(
+        None, description="vLLM: false returns raw scores, logp(yes) - logp(no), instead of p(yes).")
+
+    def options(self) -> dict:
+        """The fields above, to copy onto another request of this family."""
+        return self.model_dump(include=set(ScoringOptions.model_fields))
+
+
+class RerankRequest(ScoringOptions):
     query: NonEmptyStr
     documents: Annotated[list[NonEmptyStr | TextDocument], Field(min_length=1)]
-    top_n: StrictInt | None = Field(None, ge=1, description="Return only the best n results.")
+    top_n: StrictInt | None = Field(None, ge=0, description="Return only the best n results (0 or unset: all).")
     return_documents: bool = Field(True, description="Echo each document's text in its result.")
-    max_tokens_per_doc: StrictInt | None = Field(None, ge=1, description="Truncate each document to this many tokens.")
-    instruction: NonEmptyStr | None = Field(None, description="Task instruction; the model card's default if unset.")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
+
+    def top(self, scores: list[float]) -> list[int]:
+        """Indices of the best `top_n` results, best first."""
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return order[: self.top_n] if self.top_n else order
 
 
 class RerankDocument(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any
 from ray import serve
 
 from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
+from serving.engines.truncation import DEFAULT, Truncation
 
 
 class _EngineServer:
@@ -41,9 +42,11 @@ class EmbedServer(_EngineServer):
         self.engine = EmbedEngine(self.engine_config(self.config))
 
     async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
-                    dimensions: int | None = None, first_index: int = 0):
+                    dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
+                    normalize: bool = True):
         return await self.engine.embed(inputs, input_type=input_type, instruction=instruction,
-                                       dimensions=dimensions, first_index=first_index)
+                                       dimensions=dimensions, first_index=first_index, truncation=truncation,
+                                       normalize=normalize)
 
     def info(self) -> dict[str, Any]:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
@@ -59,9 +62,12 @@ class RerankServer(_EngineServer):
         self.engine = RerankEngine(self.engine_config(self.config))
 
     async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
-                     max_tokens_per_doc: int | None = None):
+                     max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
+                     truncation: Truncation = DEFAULT, raw_scores: bool = False):
         return await self.engine.rerank(query, documents, instruction=instruction,
-                                        max_tokens_per_doc=max_tokens_per_doc)
+                                        max_tokens_per_doc=max_tokens_per_doc,
+                                        max_tokens_per_query=max_tokens_per_query, truncation=truncation,
+                                        raw_scores=raw_scores)
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len}

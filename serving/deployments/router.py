@@ -15,7 +15,8 @@ from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLa
 from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
 from serving.config import AppConfig
 from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
-from serving.routing import ModelTable, UnknownModelError, chunks
+from serving.engines.truncation import Truncation
+from serving.routing import ModelRequiredError, ModelTable, UnknownModelError, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ class Router:
     def track(self, endpoint: str):
         return self.metrics.track(endpoint)
 
-    def _resolve(self, name: str, kind: str, routing_key: str) -> str:
+    def _resolve(self, name: str | None, kind: str, routing_key: str) -> str:
         try:
             return self.table.resolve(name, kind, routing_key)
         except UnknownModelError as exc:
             raise ModelNotFound(str(exc)) from None
+        except ModelRequiredError as exc:
+            raise ValidationFailed(str(exc)) from None
 
     async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]:
         name = self._resolve(request.model, "embed", routing_key)
@@ -58,7 +61,8 @@ class Router:
         # Each chunk is its own handle call, so Ray's request router spreads them over replicas.
         results = await _gather([
             handle.remote(part, input_type=request.input_type, instruction=request.instruction,
-                          dimensions=request.dimensions, first_index=start)
+                          dimensions=request.dimensions, first_index=start, truncation=_truncation(request),
+                          normalize=request.use_activation is not False)
             for start, part in parts
         ])
         vectors = np.concatenate([r.embeddings for r in results])
@@ -69,7 +73,9 @@ class Router:
         # One call per request: its documents share a prefix that is cached on that replica.
         [result] = await _gather([self.handles[name].rerank.remote(
             request.query, request.texts(), instruction=request.instruction,
-            max_tokens_per_doc=request.max_tokens_per_doc)])
+            max_tokens_per_doc=request.max_tokens_per_doc or None,  # 0 means no limit, as in vLLM
+            max_tokens_per_query=request.max_tokens_per_query or None,
+            truncation=_truncation(request), raw_scores=request.use_activation is False)])
         return name, result.scores, result.prompt_tokens
 
     async def _model_info(self, name: str) -> dict[str, Any]:
@@ -122,6 +128,10 @@ class Router:
         except httpx.HTTPError as exc:
             raise Unavailable(f"metrics agent not reachable: {type(exc).__name__}") from None
         return filter_exposition(response.text)
+
+
+def _truncation(request: EmbeddingRequest | RerankRequest) -> Truncation:
+    return Truncation(request.truncate_prompt_tokens, request.truncation_side, request.truncate)
 
 
 async def _gather(calls: list) -> list:

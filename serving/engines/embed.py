@@ -16,15 +16,16 @@ import numpy as np
 
 from serving.config import EmbedModelConfig
 from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
-from serving.engines.startup import start_engine, startup_errors
 from serving.engines.errors import EngineInputError, InputTooLongError
+from serving.engines.startup import start_engine, startup_errors
+from serving.engines.truncation import DEFAULT, Truncation
 
 InputType = Literal["query", "document"]
 
 
 @dataclass(frozen=True)
 class EmbedResult:
-    embeddings: np.ndarray  # float32, shape (n_inputs, dimensions), rows L2-normalised
+    embeddings: np.ndarray  # float32, shape (n_inputs, dimensions), rows L2-normalised unless asked not to
     prompt_tokens: int  # tokens the model read, for usage accounting
 
 
@@ -52,26 +53,36 @@ class EmbedInputs:
                                                  query=query)
 
     def tokenize(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
-                 first_index: int = 0) -> list[list[int]]:
+                 first_index: int = 0, truncation: Truncation = DEFAULT) -> list[list[int]]:
         """Texts become token ids ending in EOS; token-id inputs are taken verbatim.
 
-        ``first_index`` numbers inputs in error messages when this is one chunk of a larger request.
+        Over-long inputs are cut as ``truncation`` says (vLLM's ``truncate_prompt_tokens`` semantics)
+        or rejected. ``first_index`` numbers inputs in error messages when this is one chunk of a
+        larger request.
         """
         if input_type not in ("query", "document"):
             raise EngineInputError(f"`input_type` must be 'query' or 'document', got {input_type!r}")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise EngineInputError("`instruction` must be a non-empty string")
-        limit = self.max_model_len
+        keep = truncation.keep(self.max_model_len, self.config.truncate)
         if _is_token_lists(inputs):
             ids = [self._check_token_ids(i, list(t)) for i, t in enumerate(inputs, start=first_index)]
-            if self.config.truncate:
-                ids = [t[:limit] for t in ids]
+            if keep is not None:
+                ids = [truncation.cut(t, keep) for t in ids]
         else:
             texts = require_texts(inputs, "input")
             if input_type == "query":
                 texts = [self.format_query(t, instruction) for t in texts]
-            # The tokenizer's truncation reserves room for the appended EOS, so it survives.
-            ids = self.tokenizer(texts, truncation=self.config.truncate, max_length=limit)["input_ids"]
+            if keep is not None and truncation.side is None:
+                # The tokenizer's truncation reserves room for the appended EOS, so it survives
+                # (vLLM tokenizes the same way when no side is given).
+                ids = self.tokenizer(texts, truncation=True, max_length=keep)["input_ids"]
+            else:
+                # An explicit side slices the full sequence, as vLLM does: `right` may drop the EOS.
+                ids = self.tokenizer(texts, truncation=False)["input_ids"]
+                if keep is not None:
+                    ids = [truncation.cut(t, keep) for t in ids]
+        limit = self.max_model_len
         for i, t in enumerate(ids, start=first_index):
             if len(t) > limit:
                 raise InputTooLongError(f"input[{i}] has {len(t)} tokens; {self.config.name} accepts at most {limit}")
@@ -101,18 +112,23 @@ class EmbedEngine(OwnsEngine):
                                       model_config.hf_config.vocab_size, model_config.max_model_len)
 
     async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
-                    dimensions: int | None = None, first_index: int = 0) -> EmbedResult:
-        """Embed a batch. All inputs go to vLLM at once so continuous batching fills each step."""
+                    dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
+                    normalize: bool = True) -> EmbedResult:
+        """Embed a batch. All inputs go to vLLM at once so continuous batching fills each step.
+
+        ``normalize=False`` returns the pooled hidden state as is (vLLM's ``use_activation: false``).
+        """
         self.inputs.check_dimensions(dimensions)
         token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction,
-                                         first_index=first_index)
-        return await self.embed_token_ids(token_ids, dimensions=dimensions)
+                                         first_index=first_index, truncation=truncation)
+        return await self.embed_token_ids(token_ids, dimensions=dimensions, normalize=normalize)
 
-    async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None) -> EmbedResult:
+    async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None,
+                              normalize: bool = True) -> EmbedResult:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
-        params = PoolingParams(task="embed", dimensions=dimensions)
+        params = PoolingParams(task="embed", dimensions=dimensions, use_activation=bool(normalize))
 
         async def one(ids: list[int]) -> np.ndarray:
             stream = self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, new_request_id("embed"))

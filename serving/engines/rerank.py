@@ -15,13 +15,14 @@ from typing import Any
 
 from serving.config import RerankModelConfig
 from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
-from serving.engines.errors import EngineInputError, EngineUnavailableError
+from serving.engines.truncation import DEFAULT, Truncation
 
 
 @dataclass(frozen=True)
 class RerankResult:
-    scores: list[float]  # relevance in [0, 1], in input order
+    scores: list[float]  # relevance in [0, 1] (or raw logits yes - no), in input order
     prompt_tokens: int  # tokens the model read, for usage accounting
     cached_tokens: int  # of those, tokens served from vLLM's prefix cache
 
@@ -50,11 +51,14 @@ class RerankPrompts:
         return ids[0]
 
     def build(self, query: str, documents: Sequence[str], instruction: str | None = None,
-              max_tokens_per_doc: int | None = None) -> list[list[int]]:
+              max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
+              truncation: Truncation = DEFAULT) -> list[list[int]]:
         """prefix + truncated body + suffix, as token ids, so truncation never cuts the suffix.
 
         Whole bodies are tokenized, as the reference does, so token boundaries match it exactly;
         all documents of a request then share the leading system+instruction+query tokens.
+        ``truncation.max_tokens`` bounds the whole prompt (vLLM's ``truncate_prompt_tokens``); the
+        body is cut from its end to fit, as the model card truncates, never the prompt frame.
         """
         if not isinstance(query, str) or not query.strip():
             raise EngineInputError("`query` must be a non-empty string")
@@ -62,16 +66,44 @@ class RerankPrompts:
             raise EngineInputError("`instruction` must be a non-empty string")
         documents = require_texts(documents, "documents")
         if max_tokens_per_doc is not None:
-            documents = self._truncate_documents(documents, max_tokens_per_doc)
+            documents = self._truncate_documents(documents, max_tokens_per_doc, "max_tokens_per_doc")
+        if max_tokens_per_query is not None:
+            [query] = self._truncate_documents([query], max_tokens_per_query, "max_tokens_per_query")
+        budget = self._body_budget(truncation)
         instruction = instruction or self.config.default_instruction
         bodies = [self.config.pair_template.format(instruction=instruction, query=query, document=d)
                   for d in documents]
-        encoded = self.tokenizer(bodies, add_special_tokens=False, truncation=True, max_length=self.body_budget)
-        return [self.prefix_ids + ids + self.suffix_ids for ids in encoded["input_ids"]]
+        cut = {"truncation": True, "max_length": budget} if budget is not None else {"truncation": False}
+        encoded = self.tokenizer(bodies, add_special_tokens=False, **cut)["input_ids"]
+        if budget is None:
+            for i, ids in enumerate(encoded):
+                if len(ids) > self.body_budget:
+                    raise InputTooLongError(f"documents[{i}] makes a {len(ids) + self.frame_tokens}-token prompt; "
+                                            f"{self.config.name} accepts at most {self.max_model_len - 1}")
+        return [self.prefix_ids + ids + self.suffix_ids for ids in encoded]
 
-    def _truncate_documents(self, documents: list[str], max_tokens: int) -> list[str]:
+    @property
+    def frame_tokens(self) -> int:
+        return len(self.prefix_ids) + len(self.suffix_ids)
+
+    def _body_budget(self, truncation: Truncation) -> int | None:
+        """Tokens the query+document body may keep, or None when over-long prompts are rejected."""
+        if truncation.side == "left":
+            raise EngineInputError("`truncation_side: left` is not supported by the reranker: it would cut the "
+                                   "prompt's instruction and query; bodies are cut from their end")
+        # Rerank truncates by default, as vLLM's score API does with truncate_prompt_tokens=-1.
+        keep = truncation.keep(self.max_model_len, default_enabled=True)
+        if keep is None:
+            return None
+        keep = min(keep, self.max_model_len - 1)  # one position is the generated yes/no token
+        if keep - self.frame_tokens < 1:
+            raise EngineInputError(f"`truncate_prompt_tokens` must leave room for the {self.frame_tokens}-token "
+                                   f"prompt frame: at least {self.frame_tokens + 1}, got {truncation.max_tokens}")
+        return keep - self.frame_tokens
+
+    def _truncate_documents(self, documents: list[str], max_tokens: int, field: str) -> list[str]:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise EngineInputError(f"`max_tokens_per_doc` must be a positive integer, got {max_tokens!r}")
+            raise EngineInputError(f"`{field}` must be a positive integer, got {max_tokens!r}")
         encoded = self.tokenizer(documents, add_special_tokens=False, return_offsets_mapping=True)
         return [doc if len(offsets) <= max_tokens else doc[: offsets[max_tokens - 1][1]]
                 for doc, offsets in zip(documents, encoded["offset_mapping"])]
@@ -92,11 +124,15 @@ class RerankEngine(OwnsEngine):
             self.prompts = RerankPrompts(config, load_tokenizer(config.model), self._engine.model_config.max_model_len)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
-                     max_tokens_per_doc: int | None = None) -> RerankResult:
-        prompts = self.prompts.build(query, documents, instruction, max_tokens_per_doc)
-        return await self.score_token_ids(prompts)
+                     max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
+                     truncation: Truncation = DEFAULT, raw_scores: bool = False) -> RerankResult:
+        """Scores in input order: p(yes) in [0, 1], or with ``raw_scores`` the logit before the sigmoid,
+        logp(yes) - logp(no) (what a sequence-classification reranker reports without activation)."""
+        prompts = self.prompts.build(query, documents, instruction, max_tokens_per_doc, max_tokens_per_query,
+                                     truncation)
+        return await self.score_token_ids(prompts, raw_scores=raw_scores)
 
-    async def score_token_ids(self, prompts: Sequence[list[int]]) -> RerankResult:
+    async def score_token_ids(self, prompts: Sequence[list[int]], *, raw_scores: bool = False) -> RerankResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -106,7 +142,7 @@ class RerankEngine(OwnsEngine):
         async def one(ids: list[int]) -> tuple[float, int]:
             out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params,
                                                            new_request_id("rerank")))
-            return self._score(out.outputs[0].logprobs[0]), out.num_cached_tokens or 0
+            return self._score(out.outputs[0].logprobs[0], raw_scores), out.num_cached_tokens or 0
 
         # All pairs go in at once: vLLM shares the prefix blocks even within one step.
         results = await asyncio.gather(*(one(p) for p in prompts))
@@ -114,9 +150,9 @@ class RerankEngine(OwnsEngine):
                             prompt_tokens=sum(len(p) for p in prompts),
                             cached_tokens=sum(c for _, c in results))
 
-    def _score(self, logprobs: dict) -> float:
+    def _score(self, logprobs: dict, raw: bool = False) -> float:
         try:
             yes, no = logprobs[self.prompts.yes_id].logprob, logprobs[self.prompts.no_id].logprob
         except KeyError as exc:  # cannot happen with processed logprobs and logprobs=2
             raise EngineUnavailableError(f"engine returned no logprob for token {exc}") from exc
-        return 1.0 / (1.0 + math.exp(no - yes))
+        return yes - no if raw else 1.0 / (1.0 + math.exp(no - yes))

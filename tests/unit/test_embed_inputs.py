@@ -70,3 +70,53 @@ def test_bad_input_type_and_instruction_are_rejected(embed_tokenizer):
         inputs.tokenize(["x"], input_type="passage")
     with pytest.raises(EngineInputError, match="instruction"):
         inputs.tokenize(["x"], input_type="query", instruction="  ")
+
+
+# --- per-request truncation: vLLM's truncate_prompt_tokens / truncation_side, TEI's and Cohere's truncate
+
+LONG = "word " * 200
+
+
+def test_truncate_prompt_tokens_without_a_side_keeps_the_first_tokens_and_the_eos(embed_tokenizer):
+    from serving.engines.truncation import Truncation
+
+    [ids] = make_inputs(embed_tokenizer).tokenize([LONG], truncation=Truncation(max_tokens=10))
+    # vLLM with no truncation_side lets the tokenizer truncate: max_length=N, the EOS kept.
+    assert ids == embed_tokenizer([LONG], truncation=True, max_length=10)["input_ids"][0]
+    assert len(ids) == 10 and ids[-1] == EOS
+
+
+def test_truncation_side_slices_the_full_sequence_as_vllm_does(embed_tokenizer):
+    from serving.engines.truncation import Truncation
+
+    full = embed_tokenizer([LONG])["input_ids"][0]
+    inputs = make_inputs(embed_tokenizer, max_model_len=512)
+    assert inputs.tokenize([LONG], truncation=Truncation(10, "right")) == [full[:10]]
+    assert inputs.tokenize([LONG], truncation=Truncation(10, "left")) == [full[-10:]]
+    assert inputs.tokenize([[5, 6, 7, 8]], truncation=Truncation(2, "left")) == [[7, 8]]
+    assert inputs.tokenize([[5, 6, 7, 8]], truncation=Truncation(2)) == [[5, 6]]
+
+
+def test_minus_one_truncates_to_the_engine_limit_even_when_the_config_rejects(embed_tokenizer):
+    from serving.engines.truncation import Truncation
+
+    inputs = make_inputs(embed_tokenizer, max_model_len=32, truncate=False)
+    [ids] = inputs.tokenize([LONG], truncation=Truncation(-1))
+    assert len(ids) == 32 and ids[-1] == EOS
+    [left] = inputs.tokenize([LONG], truncation=Truncation(side="left", enabled=True))
+    assert left == embed_tokenizer([LONG])["input_ids"][0][-32:]
+
+
+def test_truncate_false_rejects_even_when_the_config_truncates(embed_tokenizer):
+    from serving.engines.truncation import Truncation
+
+    with pytest.raises(InputTooLongError, match="at most 32"):
+        make_inputs(embed_tokenizer, max_model_len=32).tokenize([LONG], truncation=Truncation(enabled=False))
+
+
+@pytest.mark.parametrize("truncation", [dict(max_tokens=65), dict(max_tokens=0), dict(max_tokens=5, enabled=False)])
+def test_truncation_out_of_range_or_contradictory_is_an_input_error(embed_tokenizer, truncation):
+    from serving.engines.truncation import Truncation
+
+    with pytest.raises(EngineInputError):
+        make_inputs(embed_tokenizer, max_model_len=64).tokenize(["a"], truncation=Truncation(**truncation))

@@ -71,3 +71,36 @@ def test_bad_rerank_inputs_get_a_clear_error(rerank_tokenizer, query, docs):
 def test_too_small_a_context_is_a_config_error(rerank_tokenizer):
     with pytest.raises(ValueError, match="leaves no room"):
         make_prompts(rerank_tokenizer, max_model_len=64)
+
+
+# --- per-request truncation (vLLM's truncate_prompt_tokens bounds the whole prompt; the frame is kept)
+
+
+def test_truncate_prompt_tokens_bounds_the_prompt_like_the_card_with_that_max_length(rerank_tokenizer):
+    from serving.engines.truncation import Truncation
+
+    doc = "lorem ipsum dolor sit amet " * 50
+    [ids] = make_prompts(rerank_tokenizer).build(QUERIES[0], [doc], truncation=Truncation(max_tokens=120))
+    assert ids == reference_ids(rerank_tokenizer, QUERIES[0], doc, 120)
+    assert len(ids) == 120
+
+
+def test_rerank_truncation_limits(rerank_tokenizer):
+    from serving.engines.errors import InputTooLongError
+    from serving.engines.truncation import Truncation
+
+    p = make_prompts(rerank_tokenizer)
+    long_doc = "lorem ipsum dolor sit amet " * 500
+    with pytest.raises(InputTooLongError):
+        p.build("q", [long_doc], truncation=Truncation(enabled=False))
+    assert p.build("q", ["short"], truncation=Truncation(enabled=False)) == p.build("q", ["short"])
+    for bad in (Truncation(max_tokens=p.frame_tokens), Truncation(max_tokens=513), Truncation(-1, "left")):
+        with pytest.raises(EngineInputError):
+            p.build("q", ["d"], truncation=bad)
+    [minus_one] = p.build("q", [long_doc], truncation=Truncation(-1))
+    assert len(minus_one) == 511  # max_model_len - 1: one position is the generated yes/no
+
+
+def test_max_tokens_per_query_cuts_the_query(rerank_tokenizer):
+    p = make_prompts(rerank_tokenizer)
+    assert p.build("alpha beta gamma delta", ["d"], max_tokens_per_query=2) == p.build("alpha beta", ["d"])

@@ -60,3 +60,14 @@ def test_chunks_cover_in_order():
     parts = chunks(items, 4)
     assert [start for start, _ in parts] == [0, 4, 8]
     assert [x for _, part in parts for x in part] == items
+
+
+def test_omitted_model_resolves_to_the_only_model_of_its_kind():
+    assert ModelTable(config()).resolve(None, "rerank", "k") == "r"
+
+
+def test_omitted_model_with_several_of_its_kind_lists_the_choices():
+    from serving.routing import ModelRequiredError
+
+    with pytest.raises(ModelRequiredError, match=r"Choices: \['canary', 'e1', 'e2'\]"):
+        ModelTable(config()).resolve(None, "embed", "k")

@@ -21,10 +21,11 @@ from tests.integration.serve.conftest import CANARY
 
 pytestmark = pytest.mark.slow
 
-MODELS = {"/v1/embeddings": ["tiny-embed", "embed-canary", *CANARY], "/v1/rerank": ["tiny-rerank"],
-          "/rerank": ["tiny-rerank"]}
+EMBED_MODELS = ["tiny-embed", "embed-canary", *CANARY]
+MODELS = {"/v1/embeddings": EMBED_MODELS, "/v2/embed": EMBED_MODELS, "/embed": EMBED_MODELS,
+          **{path: ["tiny-rerank"] for path in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")}}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES_PER_OPERATION = 30  # per operation and mode: 7 operations x 2 modes
+EXAMPLES_PER_OPERATION = 30  # per operation and mode: 14 operations x 2 modes
 
 
 def fuzz(schema_url: str, base_url: str, headers: dict[str, str], max_examples: int) -> dict:

@@ -231,8 +231,9 @@ def test_422_for_invalid_embedding_requests(base_url, auth, body):
 
 @pytest.mark.parametrize("body", [
     {"query": "", "documents": ["d"]}, {"query": "q", "documents": []}, {"query": "q", "documents": [""]},
-    {"query": "q", "documents": ["d"], "top_n": 0}, {"query": "q", "documents": [1]},
-    {"query": "q", "documents": "d"}, {"query": "q", "documents": ["d"], "max_tokens_per_doc": 0},
+    # 0 is vLLM's "all" for top_n and "no limit" for max_tokens_per_doc (tests/unit/test_dialects.py); below 0 is not.
+    {"query": "q", "documents": ["d"], "top_n": -1}, {"query": "q", "documents": [1]},
+    {"query": "q", "documents": "d"}, {"query": "q", "documents": ["d"], "max_tokens_per_doc": -1},
 ])
 def test_422_for_invalid_rerank_requests(base_url, auth, body):
     assert_error(rerank(base_url, auth, **body), 422, "validation_error")

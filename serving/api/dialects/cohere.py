@@ -1,0 +1,133 @@
+"""Cohere API v2: `POST /v2/rerank` and `POST /v2/embed`, as `cohere.ClientV2` sends them.
+
+Cohere v1 rerank is the native `/v1/rerank`. Cohere's `priority` is accepted only as 0, like vLLM's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, StrictInt, model_validator
+
+from serving.api.pipeline import Pipeline, encode_base64, new_id, to_internal
+from serving.api.protocol import MODEL_DESCRIPTION, EmbeddingRequest, ModelName, NonEmptyStr, RerankRequest, _Request
+
+# --- schemas
+
+
+class V2RerankRequest(_Request):
+    model: ModelName = Field(None, description=MODEL_DESCRIPTION)
+    query: NonEmptyStr
+    documents: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    top_n: StrictInt | None = Field(None, ge=1, description="Return only the best n results.")
+    max_tokens_per_doc: StrictInt | None = Field(None, ge=1, description="Truncate each document to this many tokens.")
+    priority: StrictInt = Field(0, ge=0, le=0, description="Only 0; this server does not schedule by priority.")
+
+
+class V2RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class ApiVersion(BaseModel):
+    version: str = "2"
+
+
+class BilledUnits(BaseModel):
+    search_units: int | None = None
+    input_tokens: int | None = None
+
+
+class V2Meta(BaseModel):
+    api_version: ApiVersion = Field(default_factory=ApiVersion)
+    billed_units: BilledUnits
+
+
+class V2RerankResponse(BaseModel):
+    id: str
+    results: list[V2RerankResult]
+    meta: V2Meta
+
+
+class V2EmbedRequest(_Request):
+    model: ModelName = Field(None, description=MODEL_DESCRIPTION)
+    texts: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    input_type: Literal["search_query", "search_document"] = Field(
+        "search_document", description="`search_query` applies the model's query instruction; "
+                                       "`search_document` embeds as is.")
+    embedding_types: Annotated[list[Literal["float", "base64"]], Field(min_length=1, max_length=2)] = Field(
+        ["float"], description="`float` lists and/or `base64` (little-endian float32).")
+    output_dimension: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
+    max_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000, description="Keep at most this many tokens per text "
+                                                                               "(at most the model's max_model_len).")
+    truncate: Literal["NONE", "START", "END"] = Field(
+        "END", description="Over-long texts: `END` cuts the end (keeping the EOS), `START` the start, `NONE` "
+                           "rejects them with 413.")
+    priority: StrictInt = Field(0, ge=0, le=0, description="Only 0; this server does not schedule by priority.")
+
+    @model_validator(mode="after")
+    def _max_tokens_truncates(self) -> V2EmbedRequest:
+        if self.max_tokens is not None and self.truncate == "NONE":
+            raise ValueError("`max_tokens` cuts texts, which `truncate: NONE` forbids; send START or END")
+        return self
+
+
+class EmbeddingsByType(BaseModel):
+    float_: list[list[float]] | None = Field(None, alias="float")
+    base64: list[str] | None = None
+
+
+class V2EmbedResponse(BaseModel):
+    id: str
+    embeddings: EmbeddingsByType
+    texts: list[str]
+    meta: V2Meta
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+
+
+# --- adapters
+
+
+def rerank_request(body: V2RerankRequest) -> RerankRequest:
+    return to_internal(RerankRequest, model=body.model, query=body.query, documents=body.documents,
+                       top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc, return_documents=False)
+
+
+def embed_request(body: V2EmbedRequest) -> EmbeddingRequest:
+    # Cohere's `truncate` names the end it cuts; vLLM's `truncation_side` names it too ("left": the start).
+    return to_internal(
+        EmbeddingRequest,
+        model=body.model, input=body.texts, dimensions=body.output_dimension,
+        input_type="query" if body.input_type == "search_query" else "document",
+        truncate_prompt_tokens=body.max_tokens, truncation_side="left" if body.truncate == "START" else None,
+        truncate=False if body.truncate == "NONE" else None)
+
+
+# --- routes
+
+
+def router(pipeline: Pipeline) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v2/rerank", response_model=V2RerankResponse, response_model_exclude_none=True)
+    async def rerank_v2(body: V2RerankRequest, request: Request) -> V2RerankResponse:
+        internal = rerank_request(body)
+        result = await pipeline.rerank(internal, request, endpoint="cohere_v2_rerank")
+        return V2RerankResponse(
+            id=new_id("rerank"),
+            results=[V2RerankResult(index=i, relevance_score=result.scores[i]) for i in internal.top(result.scores)],
+            meta=V2Meta(billed_units=BilledUnits(search_units=1)))
+
+    @api.post("/v2/embed", response_model=V2EmbedResponse, response_model_exclude_none=True,
+              response_model_by_alias=True)
+    async def embed_v2(body: V2EmbedRequest, request: Request) -> V2EmbedResponse:
+        result = await pipeline.embed(embed_request(body), request, endpoint="cohere_v2_embed")
+        types = set(body.embedding_types)
+        embeddings = EmbeddingsByType.model_validate({
+            "float": result.vectors.tolist() if "float" in types else None,
+            "base64": [encode_base64(v) for v in result.vectors] if "base64" in types else None})
+        return V2EmbedResponse(id=new_id("embed"), embeddings=embeddings, texts=body.texts,
+                               meta=V2Meta(billed_units=BilledUnits(input_tokens=result.tokens)))
+
+    return api

@@ -1,0 +1,147 @@
+"""The steps every route shares, whatever its dialect: track -> check limits -> router -> result.
+
+A dialect's route converts its request to an `EmbeddingRequest` / `RerankRequest`, runs it through
+here, and converts the result back. The `ApiService` (the router deployment) never learns which
+dialect a request came in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from serving.api.errors import RequestTooLarge, ValidationFailed
+from serving.api.protocol import EmbeddingRequest, ModelList, RerankRequest
+from serving.config import AppConfig, LimitsConfig
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+class ApiService(Protocol):
+    config: AppConfig
+
+    async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]: ...
+    async def rerank(self, request: RerankRequest, routing_key: str) -> tuple[str, list[float], int]: ...
+    async def models(self) -> ModelList: ...
+    async def readiness(self) -> dict[str, str]: ...
+    async def metrics_text(self) -> str: ...
+    def track(self, endpoint: str): ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    model: str  # the deployment that served it
+    vectors: np.ndarray  # (n_inputs, dimensions), input order
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    model: str
+    scores: list[float]  # input order
+    tokens: int
+    texts: list[str]  # the documents, input order
+
+
+class Pipeline:
+    def __init__(self, service: ApiService):
+        self.service = service
+        self.config = service.config
+        self._known = {m.name for m in service.config.models} | set(service.config.aliases)
+
+    def _label(self, model: str | None) -> str:
+        return model if model in self._known else "unknown"  # clients must not grow label sets
+
+    async def embed(self, body: EmbeddingRequest, request: Request, endpoint: str = "embeddings") -> Embedded:
+        with self.service.track(endpoint) as record:
+            record["model"] = self._label(body.model)
+            check_embed_limits(body.inputs(), self.config.limits)
+            model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id))
+            record["model"], record["tokens"] = self._label(model), tokens
+            return Embedded(model, vectors, tokens)
+
+    async def rerank(self, body: RerankRequest, request: Request, endpoint: str = "rerank") -> Scored:
+        [result] = await self.rerank_many([body], request, endpoint)
+        return result
+
+    async def rerank_many(self, bodies: list[RerankRequest], request: Request, endpoint: str) -> list[Scored]:
+        """Several rerank requests (one per query) as one API request: one metrics record, concurrent calls."""
+        with self.service.track(endpoint) as record:
+            record["model"] = self._label(bodies[0].model)
+            for body in bodies:
+                check_rerank_limits(body.query, body.texts(), body.instruction, self.config.limits)
+            key = routing_key(request, bodies[0].request_id)  # one key: an alias sends every part to one model
+            answers = await asyncio.gather(*(self.service.rerank(body, key) for body in bodies))
+            tokens = sum(t for _, _, t in answers)
+            record["model"], record["tokens"] = self._label(answers[0][0]), tokens
+            return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
+
+
+def to_internal(schema: type[RequestT], /, **fields) -> RequestT:
+    """An internal request from a dialect's fields. A value the internal schema refuses is the
+    client's error (422), not the server's."""
+    try:
+        return schema(**fields)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+        raise ValidationFailed("; ".join(problems)) from None
+
+
+def check_embed_limits(inputs: list, limits: LimitsConfig) -> None:
+    if len(inputs) > limits.max_inputs_per_request:
+        raise RequestTooLarge(f"{len(inputs)} inputs; at most {limits.max_inputs_per_request} per request")
+    for i, item in enumerate(inputs):
+        if isinstance(item, str) and len(item) > limits.max_input_chars:
+            raise RequestTooLarge(f"input[{i}] has {len(item)} characters; at most {limits.max_input_chars}")
+        if isinstance(item, list) and len(item) > limits.max_input_tokens:
+            raise RequestTooLarge(f"input[{i}] has {len(item)} tokens; at most {limits.max_input_tokens}")
+    check_total_chars(sum(len(item) for item in inputs if isinstance(item, str)), limits)
+
+
+def check_rerank_limits(query: str, documents: list[str], instruction: str | None, limits: LimitsConfig) -> None:
+    if len(documents) > limits.max_documents_per_request:
+        raise RequestTooLarge(f"{len(documents)} documents; at most {limits.max_documents_per_request} per request")
+    for field, text in (("query", query), ("instruction", instruction or "")):
+        if len(text) > limits.max_query_chars:
+            raise RequestTooLarge(f"`{field}` has {len(text)} characters; at most {limits.max_query_chars}")
+    for i, doc in enumerate(documents):
+        if len(doc) > limits.max_input_chars:
+            raise RequestTooLarge(f"documents[{i}] has {len(doc)} characters; at most {limits.max_input_chars}")
+    check_total_chars(len(query) + len(instruction or "") + sum(len(d) for d in documents), limits)
+
+
+def check_total_chars(total: int, limits: LimitsConfig) -> None:
+    if total > limits.max_request_chars:
+        raise RequestTooLarge(f"the request's texts have {total} characters; at most {limits.max_request_chars}")
+
+
+def encode_base64(vector: np.ndarray, dtype: str = "float32", endianness: str = "little") -> str:
+    """The vector's bytes: little-endian float32 by default, as OpenAI and Cohere send them; vLLM's
+    `embed_dtype` and `endianness` choose others."""
+    order = {"little": "<", "big": ">", "native": "="}[endianness]
+    values = np.asarray(vector, dtype=np.float32)
+    if dtype == "bfloat16":
+        # Round to nearest even, as torch's float32 -> bfloat16 conversion does.
+        bits = values.view(np.uint32)
+        raw = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(f"{order}u2")
+    else:
+        raw = values.astype(f"{order}{ {'float32': 'f4', 'float16': 'f2'}[dtype] }")
+    return base64.b64encode(raw.tobytes()).decode()
+
+
+def routing_key(request: Request, request_id: str | None = None) -> str:
+    """Alias traffic is split on this key: the caller's X-Request-Id, else the body's vLLM `request_id`,
+    else a fresh id."""
+    return request.headers.get("x-request-id") or request_id or f"{time.time_ns()}-{uuid.uuid4().hex}"
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}"

@@ -1,0 +1,286 @@
+"""Every dialect's routes against a fake service (no Ray, no vLLM): each converts to the internal
+request the router sees, and back to its own response shape. Vectors and scores are checked
+against the reference on the real stack in tests/integration/serve/test_clients.py."""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.api.errors import ModelNotFound, ValidationFailed
+from serving.api.protocol import ModelCard, ModelList
+from serving.api.routes import build_api
+from serving.config import AppConfig
+from serving.routing import ModelRequiredError, ModelTable, UnknownModelError
+
+TWO_EMBED = [{"name": "e", "kind": "embed"}, {"name": "e2", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
+ONE_EMBED = [{"name": "e", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
+
+
+class ResolvingService:
+    """Resolves `model` like the router (ModelTable, same error mapping) and records what it got."""
+
+    def __init__(self, models=ONE_EMBED):
+        self.config = AppConfig.model_validate({"models": models})
+        self.table = ModelTable(self.config)
+        self.calls: list = []
+        self.keys: list[str] = []
+
+    def _resolve(self, name, kind, key):
+        try:
+            return self.table.resolve(name, kind, key)
+        except UnknownModelError as exc:
+            raise ModelNotFound(str(exc)) from None
+        except ModelRequiredError as exc:
+            raise ValidationFailed(str(exc)) from None
+
+    async def embed(self, request, routing_key):
+        name = self._resolve(request.model, "embed", routing_key)
+        self.calls.append(request)
+        self.keys.append(routing_key)
+        n = len(request.inputs())
+        return name, np.arange(n * 4, dtype=np.float32).reshape(n, 4), 5 * n
+
+    async def rerank(self, request, routing_key):
+        name = self._resolve(request.model, "rerank", routing_key)
+        self.calls.append(request)
+        # Scores that depend on the pair, so reassembly order is visible.
+        return name, [len(request.query) + len(d) / 100 for d in request.texts()], 10 * len(request.documents)
+
+    async def models(self):
+        return ModelList(data=[ModelCard(id="e", created=0, kind="embed", source="/m/emb", max_model_len=512,
+                                         max_dimensions=128),
+                               ModelCard(id="r", created=0, kind="rerank", source="/m/rr", max_model_len=256)])
+
+    async def readiness(self):
+        return {}
+
+    async def metrics_text(self):
+        return ""
+
+    @contextmanager
+    def track(self, endpoint):
+        yield {}
+
+
+def serve(models=ONE_EMBED) -> tuple[TestClient, ResolvingService]:
+    service = ResolvingService(models)
+    return TestClient(build_api(service)), service
+
+
+def error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]["message"]
+
+
+# --- Cohere v2
+
+
+def test_cohere_v2_rerank_answers_in_v2_shape_sorted_without_documents():
+    c, service = serve()
+    body = c.post("/v2/rerank", json={"model": "r", "query": "q", "documents": ["aa", "a", "aaa"], "top_n": 2,
+                                      "max_tokens_per_doc": 9}).json()
+    assert [r["index"] for r in body["results"]] == [2, 0]
+    assert set(body["results"][0]) == {"index", "relevance_score"}
+    assert body["meta"] == {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+    assert service.calls[0].max_tokens_per_doc == 9 and service.calls[0].return_documents is False
+
+
+def test_cohere_v2_embed_maps_input_type_truncate_and_embedding_types():
+    c, service = serve()
+    body = c.post("/v2/embed", json={"model": "e", "texts": ["a", "b"], "input_type": "search_query",
+                                     "embedding_types": ["float", "base64"], "truncate": "START",
+                                     "output_dimension": 64}).json()
+    assert body["response_type"] == "embeddings_by_type" and body["texts"] == ["a", "b"]
+    assert body["embeddings"]["float"][1] == [4.0, 5.0, 6.0, 7.0]
+    assert np.frombuffer(__import__("base64").b64decode(body["embeddings"]["base64"][1]), "<f4").tolist() == [
+        4.0, 5.0, 6.0, 7.0]
+    internal = service.calls[0]
+    assert (internal.input_type, internal.truncation_side, internal.dimensions) == ("query", "left", 64)
+    c.post("/v2/embed", json={"texts": ["a"], "truncate": "NONE"})
+    assert service.calls[1].truncate is False and service.calls[1].input_type == "document"
+
+
+def test_cohere_v2_embed_rejects_max_tokens_with_truncate_none_and_unknown_types():
+    c, _ = serve()
+    assert "truncate: NONE" in error(c.post("/v2/embed", json={"texts": ["a"], "max_tokens": 4, "truncate": "NONE"}),
+                                     422)
+    error(c.post("/v2/embed", json={"texts": ["a"], "embedding_types": ["int8"]}), 422)
+    error(c.post("/v2/embed", json={"texts": ["a"], "input_type": "classification"}), 422)
+
+
+# --- TEI
+
+
+def test_tei_embed_returns_bare_vectors_and_maps_its_fields():
+    c, service = serve()
+    response = c.post("/embed", json={"inputs": ["a", "b"], "truncate": True, "truncation_direction": "Left",
+                                      "normalize": False, "prompt_name": "query", "dimensions": 32})
+    assert response.json() == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+    internal = service.calls[0]
+    assert internal.model is None and internal.input_type == "query" and internal.dimensions == 32
+    assert (internal.truncate_prompt_tokens, internal.truncation_side, internal.use_activation) == (-1, "left", False)
+
+
+def test_tei_embed_truncate_false_rejects_and_unset_keeps_the_server_default():
+    c, service = serve()
+    c.post("/embed", json={"inputs": "a", "truncate": False})
+    c.post("/embed", json={"inputs": "a"})
+    assert service.calls[0].truncate is False and service.calls[0].truncate_prompt_tokens is None
+    assert service.calls[1].truncate is None and service.calls[1].truncate_prompt_tokens is None
+
+
+def test_model_omitted_with_several_embed_models_is_422_listing_the_choices():
+    c, _ = serve(TWO_EMBED)
+    message = error(c.post("/embed", json={"inputs": "a"}), 422)
+    assert "`model` is required" in message and "['e', 'e2']" in message
+    assert c.post("/embed", json={"inputs": "a", "model": "e2"}).status_code == 200
+    assert "['e', 'e2']" in error(c.post("/v1/embeddings", json={"input": "a"}), 422)
+
+
+def test_model_omitted_with_one_model_of_the_kind_resolves():
+    c, _ = serve(TWO_EMBED)
+    assert c.post("/v1/rerank", json={"query": "q", "documents": ["d"]}).json()["model"] == "r"
+    assert c.post("/v1/score", json={"text_1": "q", "text_2": ["d"]}).json()["model"] == "r"
+
+
+def test_tei_rerank_shape_is_told_apart_from_the_cohere_shape_by_its_fields():
+    c, service = serve()
+    tei = c.post("/rerank", json={"query": "q", "texts": ["a", "aaa"], "return_text": True, "raw_scores": True})
+    assert tei.json() == [{"index": 1, "score": pytest.approx(1.03), "text": "aaa"},
+                          {"index": 0, "score": pytest.approx(1.01), "text": "a"}]
+    assert service.calls[0].use_activation is False
+    no_text = c.post("/rerank", json={"query": "q", "texts": ["a"]}).json()
+    assert no_text == [{"index": 0, "score": pytest.approx(1.01)}]
+    cohere = c.post("/rerank", json={"model": "r", "query": "q", "documents": ["a", "aaa"]}).json()
+    assert cohere["results"][0] == {"index": 1, "relevance_score": pytest.approx(1.03), "document": {"text": "aaa"}}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"query": "q", "texts": ["a"], "return_txt": True}, "return_txt"),
+    ({"query": "q", "documents": ["a"], "top": 1}, "top"),
+    ({"inputs": "a", "normalise": True}, "normalise"),
+])
+def test_typos_are_still_422_naming_the_field(body, field):
+    c, _ = serve()
+    path = "/embed" if "inputs" in body else "/rerank"
+    assert field in error(c.post(path, json=body), 422)
+
+
+def test_tei_rerank_left_truncation_is_rejected():
+    c, _ = serve()
+    error(c.post("/rerank", json={"query": "q", "texts": ["a"], "truncation_direction": "Left"}), 422)
+
+
+def test_tei_info_describes_a_model_with_tei_fields():
+    c, _ = serve()
+    info = c.get("/info").json()
+    assert info["model_id"] == "/m/emb" and info["model_type"] == {"embedding": {"pooling": "last_token"}}
+    assert info["max_input_length"] == 512 and info["auto_truncate"] is True
+    rerank = c.get("/info", params={"model": "r"}).json()
+    assert "reranker" in rerank["model_type"] and rerank["max_input_length"] == 256
+    assert "Available" in error(c.get("/info", params={"model": "nope"}), 404)
+
+
+# --- vLLM
+
+
+def test_vllm_fields_are_accepted_on_embeddings_and_reach_the_router():
+    c, service = serve()
+    response = c.post("/v1/embeddings", json={"model": "e", "input": ["a"], "truncate_prompt_tokens": 7,
+                                              "truncation_side": "right", "use_activation": False,
+                                              "request_id": "abc", "priority": 0, "user": "u"})
+    assert response.status_code == 200, response.text
+    internal = service.calls[0]
+    assert (internal.truncate_prompt_tokens, internal.truncation_side, internal.use_activation) == (7, "right", False)
+    assert service.keys == ["abc"]  # vLLM's request_id routes alias traffic when no X-Request-Id is sent
+
+
+@pytest.mark.parametrize("extra", [{"truncate_prompt_tokens": -2}, {"priority": 1}, {"truncation_side": "middle"},
+                                   {"truncate_prompt_tokens": 1.5}])
+def test_vllm_fields_out_of_range_are_422(extra):
+    c, _ = serve()
+    error(c.post("/v1/embeddings", json={"model": "e", "input": "a"} | extra), 422)
+
+
+def test_vllm_rerank_fields_top_n_zero_means_all_and_zero_limits_mean_none():
+    c, service = serve()
+    body = c.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"], "top_n": 0,
+                                      "max_tokens_per_doc": 0, "max_tokens_per_query": 3,
+                                      "truncate_prompt_tokens": -1, "use_activation": True}).json()
+    assert len(body["results"]) == 3
+    assert service.calls[0].max_tokens_per_query == 3 and service.calls[0].truncate_prompt_tokens == -1
+    error(c.post("/v1/rerank", json={"query": "q", "documents": ["a"], "truncation_side": "left"}), 422)
+
+
+def test_score_one_to_many_keeps_input_order():
+    c, service = serve()
+    body = c.post("/v1/score", json={"text_1": "q", "text_2": ["aaa", "a"], "instruction": "Find it"}).json()
+    assert [d["index"] for d in body["data"]] == [0, 1] and body["object"] == "list"
+    assert [d["score"] for d in body["data"]] == pytest.approx([1.03, 1.01])
+    assert body["usage"]["total_tokens"] == 20 and service.calls[0].instruction == "Find it"
+
+
+def test_score_pairwise_groups_by_text_1_and_reassembles():
+    c, service = serve()
+    body = c.post("/score", json={"text_1": ["q", "qq", "q"], "text_2": ["a", "b", "ccc"]}).json()
+    assert [d["score"] for d in body["data"]] == pytest.approx([1.01, 2.01, 1.03])
+    assert sorted(len(r.documents) for r in service.calls) == [1, 2]  # one rerank call per distinct text_1
+    assert "text_1" in error(c.post("/score", json={"text_1": ["q", "p"], "text_2": ["a", "b", "c"]}), 422)
+
+
+def test_score_pairs_count_against_the_document_limit():
+    service = ResolvingService()
+    service.config = service.config.model_copy(update={"limits": service.config.limits.model_copy(
+        update={"max_documents_per_request": 2})})
+    c = TestClient(build_api(service))
+    error(c.post("/v1/score", json={"text_1": "q", "text_2": ["a", "b", "c"]}), 413)
+
+
+def test_every_route_is_in_the_openapi_document_with_its_error_statuses():
+    c, _ = serve()
+    paths = c.get("/openapi.json").json()["paths"]
+    for path in ("/v2/rerank", "/v2/embed", "/embed", "/rerank", "/v1/score", "/score"):
+        assert {"200", "400", "404", "413", "422", "429", "503"} <= set(paths[path]["post"]["responses"]), path
+    assert "200" in paths["/info"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("dtype, endianness", [("float16", "big"), ("bfloat16", "little"), ("float32", "native")])
+def test_vllm_embed_dtype_and_endianness_shape_base64(dtype, endianness):
+    import base64
+
+    import torch
+
+    c, _ = serve()
+    body = c.post("/v1/embeddings", json={"model": "e", "input": ["a", "b"], "encoding_format": "base64",
+                                          "embed_dtype": dtype, "endianness": endianness}).json()
+    raw = base64.b64decode(body["data"][1]["embedding"])
+    expected = torch.tensor([4.0, 5.0, 6.0, 7.0]).to(getattr(torch, dtype))
+    order = {"big": "big", "little": "little", "native": __import__("sys").byteorder}[endianness]
+    ints = expected.view(torch.int16 if dtype != "float32" else torch.int32).tolist()
+    width = 2 if dtype != "float32" else 4
+    assert raw == b"".join(int(i).to_bytes(width, order, signed=True) for i in ints)
+
+
+def test_bfloat16_rounds_like_torch():
+    import base64
+
+    import torch
+
+    from serving.api.pipeline import encode_base64
+
+    values = np.random.default_rng(0).standard_normal(256).astype(np.float32)
+    got = np.frombuffer(base64.b64decode(encode_base64(values, "bfloat16", "little")), "<u2")
+    assert got.tolist() == [v & 0xFFFF for v in torch.tensor(values).to(torch.bfloat16).view(torch.int16).tolist()]
+
+
+def test_a_value_the_internal_schema_refuses_is_a_422_not_a_500():
+    from serving.api.errors import ValidationFailed
+    from serving.api.pipeline import to_internal
+    from serving.api.protocol import EmbeddingRequest
+
+    with pytest.raises(ValidationFailed, match="truncate_prompt_tokens"):
+        to_internal(EmbeddingRequest, input="a", truncate_prompt_tokens=24208784)
+    c, _ = serve()
+    assert "max_tokens" in error(c.post("/v2/embed", json={"texts": ["a"], "max_tokens": 24208784}), 422)
