@@ -44,12 +44,7 @@ class Router:
         return self.metrics.track(endpoint)
 
     def _resolve(self, name: str | None, kind: str, routing_key: str) -> str:
-        try:
-            return self.table.resolve(name, kind, routing_key)
-        except UnknownModelError as exc:
-            raise ModelNotFound(str(exc)) from None
-        except ModelRequiredError as exc:
-            raise ValidationFailed(str(exc)) from None
+        return resolve_model(self.table, name, kind, routing_key)
 
     async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]:
         name = self._resolve(request.model, "embed", routing_key)
@@ -128,6 +123,16 @@ class Router:
         except httpx.HTTPError as exc:
             raise Unavailable(f"metrics agent not reachable: {type(exc).__name__}") from None
         return filter_exposition(response.text)
+
+
+def resolve_model(table: ModelTable, name: str | None, kind: str, routing_key: str) -> str:
+    """The deployment for a request's `model`, with the table's lookup errors as API errors."""
+    try:
+        return table.resolve(name, kind, routing_key)
+    except UnknownModelError as exc:
+        raise ModelNotFound(str(exc)) from None
+    except ModelRequiredError as exc:
+        raise ValidationFailed(str(exc)) from None
 
 
 def _truncation(request: EmbeddingRequest | RerankRequest) -> Truncation:

@@ -62,3 +62,15 @@ def short_context_models(tmp_path_factory):
     shape = TinyShape(hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=64, max_position_embeddings=4096)
     return build_tiny_models(tmp_path_factory.mktemp("short-context"), shape=shape, seed=7)
+
+
+@pytest.fixture
+def broken_embedding_checkpoint(tmp_path, tiny_models):
+    """The tiny embedding checkpoint with its weights file cut short: it fails inside vLLM's worker
+    process, where only that process's output names the cause."""
+    import shutil
+
+    broken = tmp_path / "broken-embedding"
+    shutil.copytree(tiny_models["embedding"], broken)
+    (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
+    return broken

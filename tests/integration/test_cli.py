@@ -66,12 +66,9 @@ def test_max_model_len_above_the_checkpoint_fails_at_once_naming_both_numbers(sh
     assert last.startswith("qwen3-serve: error: model ") and "8192" in last and "4096" in last, last
 
 
-def test_a_checkpoint_whose_weights_do_not_load_names_the_cause_from_the_engine_process(tmp_path, tiny_models):
-    import shutil
-
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_models["embedding"], broken)
-    (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
+def test_a_checkpoint_whose_weights_do_not_load_names_the_cause_from_the_engine_process(
+        broken_embedding_checkpoint):
+    broken = broken_embedding_checkpoint
     proc = run_cli("embed", "--model", str(broken), "hi")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]

@@ -54,15 +54,12 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
     assert "FALLBACK" in first_line and "Qwen/Qwen3-Embedding-0.6B" in first_line
 
 
-def test_serve_exits_with_the_cause_when_a_model_cannot_load(tmp_path, tiny_models):
+def test_serve_exits_with_the_cause_when_a_model_cannot_load(tmp_path, broken_embedding_checkpoint):
     """No endless replica restarts: the deployment fails after one start-up failure and the
     last stderr line names the model and the cause raised inside its replica's engine process."""
-    import shutil
     import time
 
-    broken = tmp_path / "broken-embedding"
-    shutil.copytree(tiny_models["embedding"], broken)
-    (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
+    broken = broken_embedding_checkpoint
     config = {"models": [{"name": "broken", "kind": "embed", "engine": {"model": str(broken)},
                           "resources": {"accelerator": "cpu"}}],
               "http": {"host": "127.0.0.1", "port": free_port()}}

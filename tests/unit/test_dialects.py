@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.api.errors import ModelNotFound, ValidationFailed
 from serving.api.protocol import ModelCard, ModelList
 from serving.api.routes import build_api
 from serving.config import AppConfig
-from serving.routing import ModelRequiredError, ModelTable, UnknownModelError
+from serving.deployments.router import resolve_model
+from serving.routing import ModelTable
 
 TWO_EMBED = [{"name": "e", "kind": "embed"}, {"name": "e2", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
 ONE_EMBED = [{"name": "e", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
@@ -28,12 +28,7 @@ class ResolvingService:
         self.keys: list[str] = []
 
     def _resolve(self, name, kind, key):
-        try:
-            return self.table.resolve(name, kind, key)
-        except UnknownModelError as exc:
-            raise ModelNotFound(str(exc)) from None
-        except ModelRequiredError as exc:
-            raise ValidationFailed(str(exc)) from None
+        return resolve_model(self.table, name, kind, key)
 
     async def embed(self, request, routing_key):
         name = self._resolve(request.model, "embed", routing_key)
