@@ -60,11 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    import ray
-    from ray import serve
-
     from serving.config import AppConfig
-    from serving.deployments.app import APP_NAME, build_app
     from serving.models.sources import resolve_sources
 
     log = logging.getLogger("qwen3-serve")
@@ -80,7 +76,20 @@ def _serve(args: argparse.Namespace) -> int:
     def interrupt(*_):
         raise KeyboardInterrupt
 
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # The local cluster's processes inherit the ingress settings; Ray Serve reads them at import.
+        os.environ.update(config.http.ray_serve_env())
+    else:
+        log.info("using the Ray cluster at %s: its own Ray Serve environment applies (%s are set where it starts)",
+                 address, ", ".join(config.http.ray_serve_env()))
+
+    import ray
+    from ray import serve
+
+    from serving.deployments.app import APP_NAME, build_app
+
+    ray.init(address=address)
     # SIGTERM (Kubernetes, systemd) takes the same clean path as Ctrl-C. Installed after
     # ray.init, which sets a handler of its own that would abort the shutdown.
     signal.signal(signal.SIGTERM, interrupt)

@@ -188,12 +188,32 @@ class RouterConfig(_Strict):
     traffic_seed: int = Field(0, description="Seed of the deterministic weighted split of alias traffic.")
     health_timeout_s: float = Field(5.0, gt=0, description="How long /ready waits for each model deployment.")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent when the ingress is at max_ongoing_requests.")
+    merged_embed_calls_per_replica: int = Field(
+        2, ge=0, description="Embedding requests smaller than `limits.embed_chunk_size` are merged: while this many "
+                             "calls per model replica are running, new ones wait and go out together as one call "
+                             "(no timer, so nothing waits at low load). With autoscaling the bound is at least "
+                             "`target_ongoing_requests` per replica, so replicas still see their target load. "
+                             "0: every request is its own call.")
 
 
 class HttpConfig(_Strict):
     host: str = Field("0.0.0.0", description="Bind address of Ray Serve's HTTP proxy.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     request_timeout_s: float | None = Field(300.0, gt=0, description="Proxy-side timeout per request.")
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy", description="`haproxy`: Ray Serve's HAProxy ingress forwards each request straight to a router "
+                               "replica's own HTTP server (RAY_SERVE_ENABLE_HA_PROXY). `proxy`: Ray Serve's Python "
+                               "proxy actor, one more process hop per request.")
+    throughput_optimized: bool = Field(
+        True, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): gRPC between "
+                          "deployments, user code on the replica's event loop, buffered access logs.")
+
+    def ray_serve_env(self) -> dict[str, str]:
+        """The Ray Serve environment these settings mean. Ray reads it when its processes start, so
+        `qwen3-serve serve` sets it before starting a local cluster; on an existing cluster it must be
+        set where the cluster starts (`ray start`, or the Helm chart's pods)."""
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if self.ingress == "haproxy" else "0",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if self.throughput_optimized else "0"}
 
 
 class AppConfig(BaseSettings):

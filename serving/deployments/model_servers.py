@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray import serve
@@ -47,6 +48,12 @@ class EmbedServer(_EngineServer):
         return await self.engine.embed(inputs, input_type=input_type, instruction=instruction,
                                        dimensions=dimensions, first_index=first_index, truncation=truncation,
                                        normalize=normalize)
+
+    async def embed_many(self, requests: list[tuple[list, dict[str, Any]]]) -> list[Any]:
+        """Several callers' requests in one call (the router merges concurrent small ones): each
+        request's own result or its own error, in order. All reach the engine together."""
+        return await asyncio.gather(*(self.engine.embed(inputs, **options) for inputs, options in requests),
+                                    return_exceptions=True)
 
     def info(self) -> dict[str, Any]:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -13,9 +14,10 @@ from ray import serve
 
 from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLarge, Unavailable, ValidationFailed
 from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
-from serving.config import AppConfig
+from serving.config import AppConfig, EmbedDeploymentConfig, RouterConfig
 from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.truncation import Truncation
+from serving.merging import CallMerger, QueueFull
 from serving.routing import ModelRequiredError, ModelTable, UnknownModelError, chunks
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,13 @@ class Router:
         self.metrics = RequestMetrics()
         self._info: dict[str, dict[str, Any]] = {}
         self._created = int(time.time())
+        self._models = {m.name: m for m in self.config.models}
+        self._mergers = {m.name: CallMerger(self.handles[m.name].embed_many.remote,
+                                            max_in_flight=merged_calls_in_flight(m, self.config.router),
+                                            max_batch=self.config.limits.embed_chunk_size,
+                                            max_pending=m.scaling.max_queued_requests)
+                         for m in self.config.models
+                         if m.kind == "embed" and self.config.router.merged_embed_calls_per_replica}
 
     def __serve_build_asgi_app__(self):
         from serving.api.routes import build_api
@@ -50,16 +59,25 @@ class Router:
         name = self._resolve(request.model, "embed", routing_key)
         if request.user:  # OpenAI's end-user id: kept for abuse tracing, not used for routing
             logger.info("embeddings request %s for user %r -> %s", routing_key, request.user, name)
-        handle = self.handles[name].embed
         inputs = request.inputs()
-        parts = chunks(inputs, self.config.limits.embed_chunk_size)
+        options = {"input_type": request.input_type, "instruction": request.instruction,
+                   "dimensions": request.dimensions, "truncation": _truncation(request),
+                   "normalize": request.use_activation is not False}
+        if name in self._mergers and len(inputs) < self.config.limits.embed_chunk_size:
+            # Small requests share handle calls with their concurrent neighbours.
+            try:
+                result = await self._mergers[name].submit((inputs, options), size=len(inputs))
+            except QueueFull:
+                retry = self._models[name].scaling.retry_after_s
+                raise Overloaded("model is at capacity; retry later",
+                                 headers={"Retry-After": str(max(1, math.ceil(retry)))}) from None
+            except Exception as exc:
+                raise _api_error(exc) from None
+            return name, result.embeddings, result.prompt_tokens
+        handle = self.handles[name].embed
         # Each chunk is its own handle call, so Ray's request router spreads them over replicas.
-        results = await _gather([
-            handle.remote(part, input_type=request.input_type, instruction=request.instruction,
-                          dimensions=request.dimensions, first_index=start, truncation=_truncation(request),
-                          normalize=request.use_activation is not False)
-            for start, part in parts
-        ])
+        results = await _gather([handle.remote(part, first_index=start, **options)
+                                 for start, part in chunks(inputs, self.config.limits.embed_chunk_size)])
         vectors = np.concatenate([r.embeddings for r in results])
         return name, vectors, sum(r.prompt_tokens for r in results)
 
@@ -133,6 +151,15 @@ def resolve_model(table: ModelTable, name: str | None, kind: str, routing_key: s
         raise ModelNotFound(str(exc)) from None
     except ModelRequiredError as exc:
         raise ValidationFailed(str(exc)) from None
+
+
+def merged_calls_in_flight(model: EmbedDeploymentConfig, router: RouterConfig) -> int:
+    """How many merged embed calls one router replica keeps running against a model deployment."""
+    scaling = model.scaling
+    if scaling.autoscaling:  # replicas must still see their target load, or they would never scale up
+        per_replica = max(router.merged_embed_calls_per_replica, math.ceil(scaling.target_ongoing_requests))
+        return per_replica * scaling.max_replicas
+    return router.merged_embed_calls_per_replica * scaling.num_replicas
 
 
 def _truncation(request: EmbeddingRequest | RerankRequest) -> Truncation:

@@ -221,7 +221,20 @@ def test_without_secrets_no_secret_env_is_rendered():
     docs = objects()
     assert not of_kind(docs, "Secret")
     for _, template in pod_templates(docs):
-        assert {e["name"] for e in template["spec"]["containers"][0]["env"]} == {"HF_HOME"}
+        assert {e["name"] for e in template["spec"]["containers"][0]["env"]} == {
+            "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+
+
+@pytest.mark.parametrize("http", [{}, {"ingress": "proxy"}, {"throughput_optimized": False},
+                                  {"ingress": "haproxy", "throughput_optimized": True}])
+def test_ray_serve_environment_is_the_one_the_cli_sets(http):
+    from serving.config import HttpConfig
+
+    docs = objects({"appConfig": {"http": http}} if http else None)
+    expected = HttpConfig(**http).ray_serve_env()
+    for _, template in pod_templates(docs):
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        assert {k: env[k] for k in expected} == expected
 
 
 def test_ingress_routes_to_the_serve_service_kuberay_creates():

@@ -59,6 +59,21 @@ def test_embedding_response_has_the_openai_shape():
     assert body["usage"] == {"prompt_tokens": 14, "total_tokens": 14}
 
 
+def test_float_vectors_read_back_as_the_same_float32():
+    """The JSON writer prints float32 elements itself; every one must parse back bit for bit."""
+    service = FakeService()
+    vectors = np.random.default_rng(0).standard_normal((3, 257)).astype(np.float32)
+    vectors[0, :4] = [1e-38, -3.4e38, 0.1, 1 / 3]
+
+    async def embed(request, routing_key):
+        return "e", vectors, 9
+
+    service.embed = embed
+    body = TestClient(build_api(service)).post("/v1/embeddings", json={"model": "e", "input": ["a", "b", "c"]}).json()
+    decoded = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    assert decoded.tobytes() == vectors.tobytes()
+
+
 def test_base64_is_little_endian_float32():
     body = client().post("/v1/embeddings", json={"model": "e", "input": "a", "encoding_format": "base64"}).json()
     decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")

@@ -107,10 +107,19 @@ QWEN3_SERVE_API_KEYS environment variable from the Secret.
 {{- toYaml (dict "proxy_location" .Values.serve.proxyLocation "http_options" $http "applications" (list $app)) -}}
 {{- end -}}
 
-{{/* Environment shared by every Ray container: weights cache, secrets, user extras. */}}
+{{/*
+Environment shared by every Ray container: weights cache, Ray Serve's ingress settings, secrets,
+user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app config's
+`http.ingress` and `http.throughput_optimized` become container environment here, as
+`qwen3-serve serve` sets them for its local cluster (AppConfig's HttpConfig.ray_serve_env).
+*/}}
 {{- define "qwen3-serving.env" -}}
 - name: HF_HOME
   value: {{ .Values.modelCache.mountPath | quote }}
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: {{ ternary "1" "0" (eq (dig "http" "ingress" "haproxy" .Values.appConfig) "haproxy") | quote }}
+- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+  value: {{ ternary "1" "0" (dig "http" "throughput_optimized" true .Values.appConfig) | quote }}
 {{- $secret := include "qwen3-serving.secretName" . }}
 {{- if $secret }}
 - name: HF_TOKEN

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
 
 from serving.api.pipeline import Embedded, Pipeline, Scored, encode_base64, new_id
 from serving.api.protocol import (
-    EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     RerankDocument,
@@ -18,15 +19,21 @@ from serving.api.protocol import (
 )
 
 
-def embedding_response(result: Embedded, body: EmbeddingRequest) -> EmbeddingResponse:
-    def encode(vector):
-        if body.encoding_format == "base64":
-            return encode_base64(vector, body.embed_dtype, body.endianness)
-        return vector.tolist()
+def embedding_response(result: Embedded, body: EmbeddingRequest) -> Response:
+    """The OpenAI response, serialised straight from the float32 array.
 
-    data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
-    return EmbeddingResponse(data=data, model=result.model,
-                             usage=Usage(prompt_tokens=result.tokens, total_tokens=result.tokens))
+    Building it through the pydantic models would convert every element to a Python float and
+    validate it twice (model, then FastAPI's `response_model`); orjson writes the array itself,
+    each element as the shortest decimal that reads back as the same float32.
+    """
+    if body.encoding_format == "base64":
+        embeddings: list = [encode_base64(v, body.embed_dtype, body.endianness) for v in result.vectors]
+    else:
+        embeddings = list(np.ascontiguousarray(result.vectors, dtype=np.float32))
+    content = {"object": "list",
+               "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
+               "model": result.model, "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens}}
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def rerank_response(body: RerankRequest, result: Scored) -> RerankResponse:
@@ -40,8 +47,9 @@ def rerank_response(body: RerankRequest, result: Scored) -> RerankResponse:
 def router(pipeline: Pipeline) -> APIRouter:
     api = APIRouter()
 
+    # The declared model documents the response; the handler returns it already serialised.
     @api.post("/v1/embeddings", response_model=EmbeddingResponse)
-    async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         return embedding_response(await pipeline.embed(body, request), body)
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)

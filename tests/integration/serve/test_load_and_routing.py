@@ -52,6 +52,34 @@ async def test_200_concurrent_mixed_requests_each_get_their_own_result(base_url,
     assert similarity.max() < 0.9999
 
 
+async def test_merged_small_requests_keep_their_own_options_and_errors(base_url, auth):
+    """Concurrent small embedding requests share handle calls to the model (the router merges them);
+    each keeps its own options, its own answer and its own error."""
+    bodies = [{"input": DOCUMENTS[0]}, {"input": DOCUMENTS[1], "dimensions": 32},
+              {"input": [QUERIES[0], DOCUMENTS[2]], "input_type": "query", "instruction": "Find code"},
+              {"input": [[1, 2, 10**9]]},  # a token id outside the vocabulary: 422 for this caller only
+              {"input": DOCUMENTS[2] * 300, "truncate": False},  # over max_model_len: 413 for this caller only
+              {"input": [DOCUMENTS[3]], "use_activation": False}]
+    async with httpx.AsyncClient(base_url=base_url, headers=auth, timeout=600) as client:
+        async def embed(body):
+            r = await client.post("/v1/embeddings", json={"model": "tiny-embed"} | body)
+            data = r.json()
+            return r.status_code, ([d["embedding"] for d in data["data"]] if r.status_code == 200
+                                   else data["error"]["message"])
+
+        solo = [await embed(b) for b in bodies]
+        order = [i % len(bodies) for i in range(10 * len(bodies))]
+        np.random.default_rng(1).shuffle(order)
+        together = await asyncio.gather(*(embed(bodies[i]) for i in order))
+    assert sorted({s for s, _ in solo}) == [200, 413, 422]
+    for i, (status, answer) in zip(order, together):
+        assert status == solo[i][0], (bodies[i], answer)
+        if status == 200:
+            np.testing.assert_allclose(answer, solo[i][1], rtol=1e-5, atol=1e-5)
+        else:
+            assert answer == solo[i][1]
+
+
 def test_alias_traffic_split_follows_the_weights(base_url, auth, app_config_obj):
     n = 200
     ids = [f"req-{i}" for i in range(n)]
