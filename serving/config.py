@@ -42,8 +42,10 @@ class EngineConfig(_Strict):
     cpu_kvcache_space_gib: float | None = Field(
         None, gt=0, description="CPU only: KV cache size in GiB. None = room for one max_model_len sequence, "
                                 "at least 1 GiB. The VLLM_CPU_KVCACHE_SPACE environment variable overrides it.")
-    cpu_omp_threads_bind: str | None = Field(
-        None, description='CPU backend only: VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1" (TP=1) or "0|1" (TP=2).')
+    cpu_omp_threads_bind: str | list[str] | None = Field(
+        None, description='CPU backend only: VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1" (TP=1) or "0|1" (TP=2). A list '
+                          'gives each replica of a node its own cores: the replica with local rank r takes entry '
+                          'r modulo its length (["0", "1"]: two replicas, one core each).')
     seed: int = Field(0, description="Engine seed.")
     distributed_executor_backend: Literal["mp", "ray"] | None = Field(
         None, description="How vLLM runs TP shards: `mp` (processes in the replica) or `ray` (placement-group "

@@ -25,9 +25,15 @@ class _EngineServer:
 
     @staticmethod
     def engine_config(deployment):
-        """The engine config, named after the deployment so start-up errors say which model failed."""
+        """The engine config, named after the deployment so start-up errors say which model failed,
+        with this replica's own cores when the config gives each replica of a node its own."""
+        from serving.engines.startup import cores_for_replica
+
         engine = deployment.engine
-        return engine if engine.served_model_name else engine.model_copy(update={"served_model_name": deployment.name})
+        update = {} if engine.served_model_name else {"served_model_name": deployment.name}
+        if isinstance(engine.cpu_omp_threads_bind, list):
+            update["cpu_omp_threads_bind"] = cores_for_replica(engine.cpu_omp_threads_bind, _local_rank())
+        return engine.model_copy(update=update) if update else engine
 
     def __del__(self):  # Serve calls this on graceful replica shutdown
         if self.engine is not None:
@@ -78,3 +84,12 @@ class RerankServer(_EngineServer):
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len}
+
+
+def _local_rank() -> int:
+    """This replica's rank among the deployment's replicas on its node (0 outside Ray Serve)."""
+    try:
+        rank = serve.get_replica_context().rank
+    except Exception:  # not inside a replica
+        return 0
+    return getattr(rank, "local_rank", rank) or 0

@@ -63,12 +63,19 @@ def start_engine(config: EngineConfig, **extra: Any):
     tail = OutputTail()
     try:
         # vLLM's CPU backend reads the core binding from the environment of the process it spawns.
-        with tail, _environment(VLLM_CPU_OMP_THREADS_BIND=config.cpu_omp_threads_bind):
+        with tail, _environment(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind)):
             return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
                             log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
     except Exception as exc:
         logger.exception("engine for %s failed to start", config.name)
         raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc
+
+
+def cores_for_replica(bind: str | list[str] | None, local_rank: int = 0) -> str | None:
+    """The core binding of the replica with this local rank (on its node): a list gives each its own."""
+    if isinstance(bind, list):
+        return bind[local_rank % len(bind)] if bind else None
+    return bind
 
 
 @contextmanager

@@ -26,3 +26,12 @@ def test_unknown_fields_are_rejected():
 def test_served_name_defaults_to_model():
     assert EmbedModelConfig(model="m").name == "m"
     assert EmbedModelConfig(model="m", served_model_name="alias").name == "alias"
+
+
+def test_a_core_binding_list_gives_each_replica_of_a_node_its_own_cores():
+    from serving.config import EmbedModelConfig
+    from serving.engines.startup import cores_for_replica
+
+    config = EmbedModelConfig(cpu_omp_threads_bind=["0", "1"])
+    assert [cores_for_replica(config.cpu_omp_threads_bind, r) for r in range(3)] == ["0", "1", "0"]
+    assert cores_for_replica("0-1", 5) == "0-1" and cores_for_replica(None) is None

@@ -156,12 +156,14 @@ def test_killing_the_router_replica_mid_request(base_url, auth, openai_client, m
         Counter(map(str, statuses)))
     assert answered == 200 and replaced and not router.is_running()
     # Requests inside the killed router are lost: Ray's proxy answers them with its own plain-text
-    # 500, HAProxy with a 502 or a closed connection. Neither retries a request whose replica died;
-    # at most one per caller was in flight at the kill. While no router replica exists, Ray's proxy
-    # holds new requests and HAProxy answers 503 at once.
-    lost = {"proxy": (500,), "haproxy": (502, "transport")}[ingress]
+    # 500; neither ingress retries a request whose replica died. Behind Ray's proxy at most one per
+    # caller is lost (the one in flight at the kill): the proxy holds new requests until the
+    # replacement is up. HAProxy closes the connection of the one in flight, and may send the
+    # caller's next request to the dead replica (502) or to its fallback Ray proxy (500) before its
+    # health check notices, so up to two per caller. A 503 means no router replica was up.
+    lost, per_caller = {"proxy": ((500,), 1), "haproxy": ((500, 502, "transport"), 2)}[ingress]
     assert set(statuses) <= {200, 503, *lost}, Counter(map(str, statuses))
-    assert sum(statuses.count(s) for s in lost) <= len(callers.threads), Counter(map(str, statuses))
+    assert sum(statuses.count(s) for s in lost) <= per_caller * len(callers.threads), Counter(map(str, statuses))
     for status, body in callers.results:
         if status == 200:
             np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected, atol=1e-6)
