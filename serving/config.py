@@ -6,6 +6,7 @@ Model quirks (hf_overrides, prompt strings, yes/no tokens) are config fields, so
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -214,8 +215,11 @@ class HttpConfig(_Strict):
         """The Ray Serve environment these settings mean. Ray reads it when its processes start, so
         `qwen3-serve serve` sets it before starting a local cluster; on an existing cluster it must be
         set where the cluster starts (`ray start`, or the Helm chart's pods)."""
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if self.ingress == "haproxy" else "0",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if self.throughput_optimized else "0"}
+        env = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if self.ingress == "haproxy" else "0",
+               "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if self.throughput_optimized else "0"}
+        if self.ingress == "haproxy" and self.request_timeout_s:  # HAProxy's own; it ignores Serve's http_options
+            env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] = str(math.ceil(self.request_timeout_s))
+        return env
 
 
 class AppConfig(BaseSettings):

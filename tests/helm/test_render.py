@@ -222,10 +222,12 @@ def test_without_secrets_no_secret_env_is_rendered():
     assert not of_kind(docs, "Secret")
     for _, template in pod_templates(docs):
         assert {e["name"] for e in template["spec"]["containers"][0]["env"]} == {
-            "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+            "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+            "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"}
 
 
 @pytest.mark.parametrize("http", [{}, {"ingress": "proxy"}, {"throughput_optimized": False},
+                                  {"request_timeout_s": 12.5}, {"request_timeout_s": None},
                                   {"ingress": "haproxy", "throughput_optimized": True}])
 def test_ray_serve_environment_is_the_one_the_cli_sets(http):
     from serving.config import HttpConfig
@@ -234,7 +236,7 @@ def test_ray_serve_environment_is_the_one_the_cli_sets(http):
     expected = HttpConfig(**http).ray_serve_env()
     for _, template in pod_templates(docs):
         env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-        assert {k: env[k] for k in expected} == expected
+        assert {k: v for k, v in env.items() if k.startswith("RAY_SERVE_")} == expected
 
 
 def test_ingress_routes_to_the_serve_service_kuberay_creates():
