@@ -50,9 +50,9 @@ def checkpoint_config(output: str, id_field: str):
 
     class IdCheckpointFilter(NumpyArrayBasedCheckpointFilter):
         def filter_rows_for_block(self, block):
-            valid = pc.is_valid(block[self.id_column])
-            if valid.false_count == 0:
+            if block[self.id_column].null_count == 0:
                 return super().filter_rows_for_block(block)
+            valid = pc.is_valid(block[self.id_column])
             return pa.concat_tables([super().filter_rows_for_block(block.filter(valid)),
                                      block.filter(pc.invert(valid))])
 

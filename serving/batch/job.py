@@ -77,18 +77,27 @@ def actor_options(model: ModelEntry, cluster_has_gpus: bool) -> tuple[dict[str, 
     remote_args: dict[str, Any] = dict(options["ray_actor_options"])
     bundles = options.get("placement_group_bundles")
     if bundles:
-        strategy = options["placement_group_strategy"]
+        remote_args["placement_group"] = {"bundles": bundles, "strategy": options["placement_group_strategy"]}
+    return remote_args, overrides
 
-        def in_own_placement_group() -> dict[str, Any]:  # called by Ray Data for every actor it starts
+
+def actor_args_fn(placement: dict[str, Any] | None, max_task_retries: int) -> Callable[[], dict[str, Any]]:
+    """Ray Data calls this for every engine actor it starts (and restarts)."""
+
+    def args() -> dict[str, Any]:
+        # A batch whose engine died is retried on the restarted actor, a bounded number of times,
+        # so an input that kills the engine every time fails the job instead of looping.
+        out: dict[str, Any] = {"max_task_retries": max_task_retries}
+        if placement:
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-            group = placement_group(bundles, strategy=strategy)
-            return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)}
+            group = placement_group(placement["bundles"], strategy=placement["strategy"])
+            out["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
+        return out
 
-        remote_args["_ray_remote_args_fn"] = in_own_placement_group
-    return remote_args, overrides
+    return args
 
 
 def _output_files(output: Path) -> set[str]:
@@ -140,7 +149,7 @@ def run_job(job: BulkJobConfig, model: ModelEntry, *, progress: bool = True,
         ctx.checkpoint_config = bookkeeping.checkpoint_config(str(output), job.id_field)
         ctx.enable_progress_bars = progress
         remote_args, overrides = actor_options(model, ray.cluster_resources().get("GPU", 0) > 0)
-        remote_args_fn = remote_args.pop("_ray_remote_args_fn", None)
+        placement = remote_args.pop("placement_group", None)
         engine = model.engine.model_copy(update=overrides)
         if not engine.served_model_name:
             engine = engine.model_copy(update={"served_model_name": model.name})
@@ -158,11 +167,11 @@ def run_job(job: BulkJobConfig, model: ModelEntry, *, progress: bool = True,
         ds = ds.map_batches(
             worker, fn_constructor_args=(engine.model_dump(mode="json"),), fn_constructor_kwargs=kwargs,
             batch_size=job.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-            compute=ray.data.ActorPoolStrategy(size=job.replicas,
-                                               max_tasks_in_flight_per_actor=job.batches_in_flight),
-            # An async actor runs this many batches at once; Ray Data feeds it as many.
-            max_concurrency=job.batches_in_flight, max_task_retries=job.max_task_retries,
-            ray_remote_args_fn=remote_args_fn, **remote_args)
+            # The UDF is async: each actor works on this many batches at once, fed as many.
+            compute=ray.data.ActorPoolStrategy(size=job.replicas, max_tasks_in_flight_per_actor=job.batches_in_flight,
+                                               max_concurrent_calls_per_actor=job.batches_in_flight),
+            num_cpus=remote_args.get("num_cpus"), num_gpus=remote_args.get("num_gpus"),
+            ray_remote_args_fn=actor_args_fn(placement, job.max_task_retries))
         ds.write_parquet(str(output))
         wall_s = time.monotonic() - start
         ok, failed, tokens = _count(_output_files(output) - before)
