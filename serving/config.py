@@ -285,7 +285,8 @@ class BulkJobConfig(_Strict):
                                                                      "None = the model's default.")
     dimensions: int | None = Field(None, ge=1, description="encode: MRL output size; None = the model's hidden size (full vectors).")
     replicas: int = Field(1, ge=1, description="Actors in the pool, one engine each.")
-    batch_size: int = Field(256, ge=1, description="Rows per batch handed to an actor.")
+    batch_size: int = Field(256, ge=1, description="Rows per batch handed to an actor; also rows per output file "
+                                                  "and per checkpoint commit.")
     batches_in_flight: int = Field(
         4, ge=1, description="Batches each actor works on at once, so the engine is never idle between batches.")
     max_task_retries: int = Field(

@@ -86,11 +86,14 @@ def run_command(args: argparse.Namespace) -> int:
     def stop(*_):  # `ray job stop` and Ctrl-C: let Ray Data shut its actors (and their engines) down
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def start_ray() -> None:
+        init_ray(job, model)
+        # After ray.init, which installs a SIGTERM handler of its own that exits at once.
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
     try:
-        summary, already_done = run_job(job, model, progress=not args.no_progress,
-                                        start_ray=lambda: init_ray(job, model))
+        summary, already_done = run_job(job, model, progress=not args.no_progress, start_ray=start_ray)
     except (InputError, bookkeeping.OutputBusyError, bookkeeping.OutputMismatchError) as exc:
         raise BulkCommandError(str(exc), 2) from exc
     except KeyboardInterrupt:

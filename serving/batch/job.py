@@ -10,8 +10,10 @@ not by the corpus.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -39,6 +41,7 @@ class Summary:
     rows_failed: int
     tokens: int
     wall_s: float
+    engine_ready_s: float | None  # from the start to the first engine ready; the rest of wall_s is work
     output_rows: int  # every row now under the output directory, this run's and earlier runs'
 
     @property
@@ -46,8 +49,9 @@ class Summary:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
     def line(self) -> str:
+        ready = f", engine ready after {self.engine_ready_s:,.1f} s" if self.engine_ready_s is not None else ""
         return (f"rows ok {self.rows_ok:,}, rows failed {self.rows_failed:,}, tokens {self.tokens:,}, "
-                f"{self.tokens_per_s:,.0f} tokens/s, wall {self.wall_s:,.1f} s "
+                f"{self.tokens_per_s:,.0f} tokens/s, wall {self.wall_s:,.1f} s{ready} "
                 f"(output now holds {self.output_rows:,} rows)")
 
     def as_dict(self) -> dict[str, Any]:
@@ -140,45 +144,62 @@ def run_job(job: BulkJobConfig, model: ModelEntry, *, progress: bool = True,
     with bookkeeping.OutputLock(str(output)):
         done = bookkeeping.claim_output(str(output), identity)
         if done is not None:
-            return Summary(**{k: done["summary"][k] for k in SUMMARY_FIELDS}), True
+            return Summary(**{k: done["summary"].get(k) for k in SUMMARY_FIELDS}), True
         if start_ray is not None:
             start_ray()
-        start = time.monotonic()
-        before = _output_files(output)
+        start = time.time()
         ctx = ray.data.DataContext.get_current()
+        saved = ctx.checkpoint_config, ctx.enable_progress_bars
         ctx.checkpoint_config = bookkeeping.checkpoint_config(str(output), job.id_field)
         ctx.enable_progress_bars = progress
-        remote_args, overrides = actor_options(model, ray.cluster_resources().get("GPU", 0) > 0)
-        placement = remote_args.pop("placement_group", None)
-        engine = model.engine.model_copy(update=overrides)
-        if not engine.served_model_name:
-            engine = engine.model_copy(update={"served_model_name": model.name})
-        if job.kind == "encode":
-            from serving.batch.workers import EncodeWorker as worker
-
-            kwargs = {"id_field": job.id_field, "text_field": job.text_field, "input_type": job.input_type,
-                      "instruction": job.instruction, "dimensions": job.dimensions}
-        else:
-            from serving.batch.workers import ScoreWorker as worker
-
-            kwargs = {"id_field": job.id_field, "query_field": job.query_field,
-                      "document_field": job.document_field, "instruction": job.instruction}
-        ds = read_dataset(fmt, files, job.id_field, text_fields)
-        ds = ds.map_batches(
-            worker, fn_constructor_args=(engine.model_dump(mode="json"),), fn_constructor_kwargs=kwargs,
-            batch_size=job.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-            # The UDF is async: each actor works on this many batches at once, fed as many.
-            compute=ray.data.ActorPoolStrategy(size=job.replicas, max_tasks_in_flight_per_actor=job.batches_in_flight,
-                                               max_concurrent_calls_per_actor=job.batches_in_flight),
-            num_cpus=remote_args.get("num_cpus"), num_gpus=remote_args.get("num_gpus"),
-            ray_remote_args_fn=actor_args_fn(placement, job.max_task_retries))
-        ds.write_parquet(str(output))
-        wall_s = time.monotonic() - start
-        ok, failed, tokens = _count(_output_files(output) - before)
-        summary = Summary(rows_ok=ok, rows_failed=failed, tokens=tokens, wall_s=round(wall_s, 3),
-                          output_rows=_rows(_output_files(output)))
+        try:
+            summary = _run_pipeline(job, model, fmt, files, text_fields, output, start)
+        finally:  # the context is process-wide; leave it as it was for whatever runs next
+            ctx.checkpoint_config, ctx.enable_progress_bars = saved
         bookkeeping.mark_done(str(output), identity, summary.as_dict())
         return summary, False
+
+
+def _run_pipeline(job: BulkJobConfig, model: ModelEntry, fmt: str, files: list[str], text_fields: list[str],
+                  output: Path, start: float) -> Summary:
+    import ray
+
+    before = _output_files(output)
+    events = output / bookkeeping.BULK_DIR / "events"
+    shutil.rmtree(events, ignore_errors=True)  # this run's actors only
+    remote_args, overrides = actor_options(model, ray.cluster_resources().get("GPU", 0) > 0)
+    placement = remote_args.pop("placement_group", None)
+    engine = model.engine.model_copy(update=overrides)
+    if not engine.served_model_name:
+        engine = engine.model_copy(update={"served_model_name": model.name})
+    if job.kind == "encode":
+        from serving.batch.workers import EncodeWorker as worker
+
+        kwargs = {"id_field": job.id_field, "text_field": job.text_field, "input_type": job.input_type,
+                  "instruction": job.instruction, "dimensions": job.dimensions, "events_dir": str(events)}
+    else:
+        from serving.batch.workers import ScoreWorker as worker
+
+        kwargs = {"id_field": job.id_field, "query_field": job.query_field, "document_field": job.document_field,
+                  "instruction": job.instruction, "events_dir": str(events)}
+    # One block per batch: each batch is then one Parquet file and one checkpoint commit, so a
+    # killed job loses at most the batches in flight, and no actor holds more than those.
+    ds = read_dataset(fmt, files, job.id_field, text_fields).repartition(target_num_rows_per_block=job.batch_size)
+    ds = ds.map_batches(
+        worker, fn_constructor_args=(engine.model_dump(mode="json"),), fn_constructor_kwargs=kwargs,
+        batch_size=job.batch_size, batch_format="pyarrow", zero_copy_batch=True,
+        # The UDF is async: each actor works on this many batches at once, fed as many.
+        compute=ray.data.ActorPoolStrategy(size=job.replicas, max_tasks_in_flight_per_actor=job.batches_in_flight,
+                                           max_concurrent_calls_per_actor=job.batches_in_flight),
+        num_cpus=remote_args.get("num_cpus"), num_gpus=remote_args.get("num_gpus"),
+        ray_remote_args_fn=actor_args_fn(placement, job.max_task_retries))
+    ds.write_parquet(str(output))
+    wall_s = time.time() - start
+    ok, failed, tokens = _count(_output_files(output) - before)
+    ready = [json.loads(p.read_text())["ready"] for p in events.glob("engine-ready-*.json")]
+    return Summary(rows_ok=ok, rows_failed=failed, tokens=tokens, wall_s=round(wall_s, 3),
+                   engine_ready_s=round(min(ready) - start, 3) if ready else None,
+                   output_rows=_rows(_output_files(output)))
 
 
 def init_ray(job: BulkJobConfig, model: ModelEntry) -> None:

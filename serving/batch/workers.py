@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +76,18 @@ class _EngineWorker:
 
     engine: Any = None
 
+    @staticmethod
+    def _record_ready(events_dir: str | None, started: float) -> None:
+        """When this actor's engine became ready, for the job's summary (start-up vs work)."""
+        if events_dir:
+            import json
+            import socket
+            import time
+
+            path = Path(events_dir) / f"engine-ready-{socket.gethostname()}-{os.getpid()}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"started": started, "ready": time.time()}))
+
     def _die_if_engine_dead(self, exc: BaseException) -> None:
         if isinstance(exc, EngineUnavailableError):
             logger.error("engine died (%s); exiting so Ray restarts this actor and retries its batches", exc)
@@ -89,12 +103,14 @@ class _EngineWorker:
 
 class EncodeWorker(_EngineWorker):
     def __init__(self, engine_config: dict[str, Any], *, id_field: str, text_field: str, input_type: str,
-                 instruction: str | None, dimensions: int | None):
+                 instruction: str | None, dimensions: int | None, events_dir: str | None = None):
         from serving.config import EmbedModelConfig
         from serving.engines.embed import EmbedEngine
 
+        started = time.time()
         self.engine = EmbedEngine(EmbedModelConfig.model_validate(engine_config))
         self.engine.inputs.check_dimensions(dimensions)
+        self._record_ready(events_dir, started)
         self.id_field, self.text_field = id_field, text_field
         self.input_type, self.instruction, self.dimensions = input_type, instruction, dimensions
         self.width = dimensions or self.engine.inputs.max_dimensions
@@ -137,11 +153,13 @@ class EncodeWorker(_EngineWorker):
 
 class ScoreWorker(_EngineWorker):
     def __init__(self, engine_config: dict[str, Any], *, id_field: str, query_field: str, document_field: str,
-                 instruction: str | None):
+                 instruction: str | None, events_dir: str | None = None):
         from serving.config import RerankModelConfig
         from serving.engines.rerank import RerankEngine
 
+        started = time.time()
         self.engine = RerankEngine(RerankModelConfig.model_validate(engine_config))
+        self._record_ready(events_dir, started)
         self.id_field, self.query_field, self.document_field = id_field, query_field, document_field
         self.instruction = instruction
 
