@@ -48,12 +48,70 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--query", required=True)
     rerank.add_argument("--instruction", default=None)
     rerank.add_argument("documents", nargs="+", metavar="DOC")
+    _bulk_parser(sub, "encode", "embed every row of JSON Lines / Parquet files into Parquet, as a Ray job",
+                 "Qwen3-Embedding")
+    _bulk_parser(sub, "score", "score every (query, document) row of JSON Lines / Parquet files into Parquet, "
+                 "as a Ray job", "Qwen3-Reranker")
     serve = sub.add_parser("serve", help="deploy the Ray Serve app and serve HTTP until SIGINT/SIGTERM")
     serve.add_argument("--config", default=None, help="YAML app config (default: built-in defaults)")
     serve.add_argument("--embed-model", default=None, help="hub id or path for the (first) embed model")
     serve.add_argument("--rerank-model", default=None, help="hub id or path for the (first) rerank model")
     serve.add_argument("--port", type=int, default=None)
     return parser
+
+
+def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
+    from serving.config import BulkJobConfig
+
+    # Defaults live in BulkJobConfig; flags left unset (None) take them.
+    doc = {k: f"{f.description} (default: {f.default})" for k, f in BulkJobConfig.model_fields.items()}
+    p = sub.add_parser(name, help=help_text, description=(
+        f"{help_text}. Runs locally (a fresh Ray instance), on the cluster in RAY_ADDRESS, or under "
+        "`ray job submit`. Output: Parquet files under --output with columns id, "
+        + ("embedding (fixed_size_list<float32>[D]), " if name == "encode" else "score (float64), ")
+        + "n_tokens, error; a row that cannot be processed has an error and a null result. A killed job "
+        "rerun with the same arguments finishes the rest (every id once); a finished one is a no-op."))
+    p.add_argument("--model", default=None,
+                   help=f"{family} hub id or local path (required unless --config names the model)")
+    p.add_argument("--input", required=True, metavar="PATH_OR_GLOB", help=BulkJobConfig.model_fields["input"].description)
+    p.add_argument("--output", required=True, metavar="DIR", help=BulkJobConfig.model_fields["output"].description)
+    p.add_argument("--id-field", help=doc["id_field"])
+    if name == "encode":
+        p.add_argument("--text-field", help=doc["text_field"])
+        p.add_argument("--input-type", choices=["document", "query"], help=doc["input_type"])
+        p.add_argument("--dimensions", type=int, default=None, help=doc["dimensions"])
+    else:
+        p.add_argument("--query-field", help=doc["query_field"])
+        p.add_argument("--document-field", help=doc["document_field"])
+    p.add_argument("--instruction", default=None, help=doc["instruction"])
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="tokens per sequence (default: the config's, else the checkpoint's own limit)")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights/activation dtype (default: the config's, else auto)")
+    p.add_argument("--tensor-parallel-size", type=int, default=None, help="shards per engine (default: 1)")
+    if name == "encode":
+        p.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=None,
+                       help="cut over-long texts to max_model_len keeping the EOS (default), or make them error "
+                            "rows (--no-truncate)")
+    p.add_argument("--replicas", type=int, help=doc["replicas"])
+    p.add_argument("--batch-size", type=int, help=doc["batch_size"])
+    p.add_argument("--batches-in-flight", type=int, help=doc["batches_in_flight"])
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help=f"serving config (YAML, as for `serve`): engine settings and resources come from its "
+                        f"first {'embed' if name == 'encode' else 'rerank'} model (or --config-model); flags "
+                        "override them")
+    p.add_argument("--config-model", default=None, metavar="NAME", help="which model of --config to use")
+    p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+
+
+def _bulk(args: argparse.Namespace) -> int:
+    from serving.batch.command import BulkCommandError, run_command
+
+    try:
+        return run_command(args)
+    except BulkCommandError as exc:
+        print(f"qwen3-serve: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -197,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("encode", "score"):
+        return _bulk(args)
     run = {"embed": _embed, "rerank": _rerank}[args.command]
     try:
         print(json.dumps(asyncio.run(run(args))))

@@ -288,3 +288,32 @@ class AppConfig(BaseSettings):
 
     def model(self, name: str) -> EmbedDeploymentConfig | RerankDeploymentConfig:
         return next(m for m in self.models if m.name == name)
+
+
+# --- Bulk jobs (`qwen3-serve encode` / `score`): a Ray Data pipeline over files, one engine per actor.
+
+
+class BulkJobConfig(_Strict):
+    """One offline job: read JSON Lines or Parquet, run every row through an engine, write Parquet."""
+
+    kind: Literal["encode", "score"] = Field(description="`encode` embeds one text per row; `score` reranks pairs.")
+    input: str = Field(min_length=1, description="A file, a directory or a glob of .jsonl/.json/.ndjson or .parquet "
+                                                 "files. Paths with a part starting with `_` or `.` are skipped.")
+    output: str = Field(min_length=1, description="Directory for the result Parquet files; bookkeeping goes in "
+                                                  "its `_`-prefixed subfolders.")
+    id_field: str = Field("id", min_length=1, description="Column holding each row's unique id.")
+    text_field: str = Field("text", min_length=1, description="encode: column holding the text to embed.")
+    query_field: str = Field("query", min_length=1, description="score: column holding the query.")
+    document_field: str = Field("document", min_length=1, description="score: column holding the document.")
+    input_type: Literal["document", "query"] = Field(
+        "document", description="encode: `query` formats every text with the query instruction, as the API does.")
+    instruction: str | None = Field(None, min_length=1, description="Task instruction (encode queries, score pairs); "
+                                                                     "None = the model's default.")
+    dimensions: int | None = Field(None, ge=1, description="encode: MRL output size; None = the model's hidden size (full vectors).")
+    replicas: int = Field(1, ge=1, description="Actors in the pool, one engine each.")
+    batch_size: int = Field(256, ge=1, description="Rows per batch handed to an actor; also rows per output file "
+                                                  "and per checkpoint commit.")
+    batches_in_flight: int = Field(
+        4, ge=1, description="Batches each actor works on at once, so the engine is never idle between batches.")
+    max_task_retries: int = Field(
+        4, ge=0, description="Times a batch is retried after its actor died (the actor is restarted each time).")

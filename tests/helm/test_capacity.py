@@ -139,7 +139,7 @@ def test_autoscaled_peak_needs_the_ray_autoscaler():
 
 
 def test_cluster_specs_cover_rayjob_too():
-    # The bulk RayJob's cluster has GPUs the pending encode command can use.
+    # The bulk RayJob's cluster has GPUs the encode command can use.
     docs = objects(load_values(CHART / "ci" / "bulk-rayjob-values.yaml"))
     ((kind, spec),) = cluster_specs(docs)
     assert kind == "RayJob"

@@ -141,6 +141,18 @@ def test_rayjob_templates_its_entrypoint_and_lifecycle_from_values():
         assert mounts["data"] == "/data"
 
 
+@pytest.mark.parametrize("values_file", [CHART / "values.yaml", CHART / "ci" / "bulk-rayjob-values.yaml"])
+def test_rayjob_entrypoint_is_a_valid_bulk_command_line(values_file):
+    import shlex
+
+    from serving.cli import build_parser
+
+    argv = shlex.split(load_values(values_file)["rayJob"]["entrypoint"])
+    assert argv[0] == "qwen3-serve"
+    args = build_parser().parse_args(argv[1:])  # exits (fails the test) on an unknown flag
+    assert args.command in ("encode", "score") and args.input and args.output and args.model
+
+
 @pytest.mark.parametrize("release", ["qwen3", "a" * 53, "my-qwen3-serving-release-with-a-very-long-name-for-tests"])
 def test_names_fit_kuberay_limits(release):
     docs = objects({"rayJob": {"enabled": True}}, name=release)
