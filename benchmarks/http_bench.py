@@ -33,7 +33,7 @@ from benchmarks import http_report
 from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_models, machine_info, versions
 from benchmarks.http_peers import ALL_PEERS, EMBED_NAME, INPROCESS, PEERS, RERANK_NAME, EngineSettings, Peer, prepare
 from benchmarks.http_workloads import Corpus, Task, HttpWorkload, Point, describe, full_workloads, smoke_workloads, write_points
-from benchmarks.loadgen import Measurement, parse_result, run_point
+from benchmarks.loadgen import Measurement, parse_result, run_points
 from benchmarks.procs import clean_env, free_port, last_line, sample_rss, stop, wait_ready
 from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv, package_versions
 
@@ -76,19 +76,13 @@ def run_server(peer: Peer, tasks: tuple[Task, ...], points: list[Point], models:
 
         rss = sample_rss(psutil.Process(proc.pid))
         status["rss_mib_after_start"] = round(sum(r for _, r in rss.values()) / 2**20, 1)
-        for point in points:
-            logger.info("[%s] %s", peer.name, point.key)
-            kind = point.workload.task
-            m = run_point(point, peer=peer.name, base_url=f"http://127.0.0.1:{port}", backend=peer.backend[kind],
-                          endpoint=peer.endpoint[kind], model=EMBED_NAME if kind == "embed" else RERANK_NAME,
-                          tokenizer=str(models["embedding" if kind == "embed" else "reranker"]),
-                          server_pid=proc.pid, work_dir=peer_dir)
-            logger.info("[%s] %s: %.1f req/s, %.0f tok/s, p50 %s ms, p99 %s ms, %d failed", peer.name, point.key,
-                        m.req_per_s, m.tok_per_s, _ms(m.p50_ms), _ms(m.p99_ms), m.failed)
-            measurements.append(m)
-            if proc.poll() is not None:
-                status["reason"] = f"server exited during {point.key}: {last_line(log)}"
-                break
+        measurements = run_points(
+            points, peer=peer.name, base_url=f"http://127.0.0.1:{port}", server_pid=proc.pid, work_dir=peer_dir,
+            client_for=lambda p: {"backend": peer.backend[p.workload.task], "endpoint": peer.endpoint[p.workload.task],
+                                  "model": EMBED_NAME if p.workload.task == "embed" else RERANK_NAME,
+                                  "tokenizer": str(models["embedding" if p.workload.task == "embed" else "reranker"])})
+        if proc.poll() is not None:
+            status["reason"] = f"server exited during the run: {last_line(log)}"
     except (RuntimeError, TimeoutError) as exc:
         status |= {"ran": False, "reason": str(exc)}
         logger.warning("[%s/%s] unavailable: %s", peer.name, task, exc)
@@ -194,6 +188,7 @@ def scaled(workloads: list[HttpWorkload], scale: float, only: str | None) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
     shape = args.shape or ("tiny" if args.smoke else "0.6b-shaped")
     peers = args.peers.split(",") if args.peers else list(SMOKE_PEERS if args.smoke else ALL_PEERS)
     unknown = sorted(set(peers) - set(ALL_PEERS))

