@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 def scaled(workloads: list[HttpWorkload], scale: float, only: str | None) -> list[HttpWorkload]:
     keep = set(only.split(",")) if only else None
     return [replace(w, requests=max(2, round(w.requests * scale)),
-                    requests_per_concurrency=round(w.requests_per_concurrency * scale))
+                    requests_per_concurrency=math.ceil(w.requests_per_concurrency * scale))
             for w in workloads if keep is None or w.name in keep]
 
 

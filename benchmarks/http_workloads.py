@@ -33,7 +33,8 @@ class HttpWorkload:
     warmups: int = 4  # `vllm bench serve --num-warmups`: untimed requests before each point
 
     def requests_at(self, concurrency: int) -> int:
-        return max(self.requests, self.requests_per_concurrency * concurrency)
+        # At least two waves of the concurrency: fewer requests never reach it.
+        return max(self.requests, self.requests_per_concurrency * concurrency, 2 * concurrency)
 
 
 @dataclass(frozen=True)
