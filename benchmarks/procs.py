@@ -86,6 +86,8 @@ def process_label(p: psutil.Process) -> str:
     head = cmd[0] if cmd else p.name()
     if head.startswith("ray::") or head.startswith("VLLM"):
         return head.split(" ")[0]
+    if cmd[1:2] == ["-c"]:  # an inline script: its first words say what it is
+        return Path(head).name + " -c " + " ".join(cmd[2].split())[:50]
     return Path(head).name + (" " + " ".join(c for c in cmd[1:4] if not c.startswith("-"))[:60] if cmd[1:] else "")
 
 
