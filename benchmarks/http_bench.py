@@ -164,6 +164,36 @@ def server_groups(peer: Peer | None, smoke: bool) -> list[tuple[Task, ...]]:
     return [("embed",), ("rerank",)]
 
 
+def write_result(out: Path, *, args: argparse.Namespace, argv: list[str] | None, shape: str, started: datetime,
+                 load_start: float, peers: list[str], settings: EngineSettings, concurrency: list[int],
+                 workloads: list[HttpWorkload], points: list[Point], models: dict[str, Path],
+                 statuses: list[dict[str, Any]], measurements: list[Measurement], complete: bool) -> dict[str, Any]:
+    """The result JSON; written after every server too (complete=False), so a late crash keeps the rest."""
+    finished = datetime.now(timezone.utc)
+    result = {
+        "benchmark": "http", "mode": "smoke" if args.smoke else "full", "shape": shape, "complete": complete,
+        "command": [sys.executable, "-m", "benchmarks.http_bench", *(argv if argv is not None else sys.argv[1:])],
+        "started_at": started.isoformat(timespec="seconds"), "duration_s": round((finished - started).total_seconds()),
+        # Other work on the machine slows every peer; the load average says how busy it was.
+        "machine": {**machine_info(), "load_avg_1m_start": round(load_start, 2),
+                    "load_avg_1m_end": round(os.getloadavg()[0], 2)},
+        "versions": all_versions(peers) if complete else versions(),
+        "settings": {"engine": settings.__dict__, "concurrency": concurrency, "requests_scale": args.requests_scale,
+                     "workloads": [w.__dict__ for w in workloads], "points": describe(points),
+                     "throughput": "req/s and prompt tokens/s (the server's usage.prompt_tokens) over the timed "
+                                   "run; latency is end to end per request at the client",
+                     "cpu_share": "CPU seconds of each process during the timed run / (wall seconds x usable CPUs)",
+                     "models": {k: str(v) for k, v in models.items()}},
+        "peers": statuses,
+        "goals": http_report.goals(measurements),
+        "token_agreement": http_report.token_agreement(measurements),
+        "points": [m.to_json() for m in measurements],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
 
     measurements: list[Measurement] = []
     statuses: list[dict[str, Any]] = []
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS_DIR / f"http-{'smoke-' if args.smoke else ''}{shape}-{stamp}.json"
+
+    def save(complete: bool) -> dict[str, Any]:
+        return write_result(out, args=args, argv=argv, shape=shape, started=started, load_start=load_start,
+                            peers=peers, settings=settings, concurrency=concurrency, workloads=workloads,
+                            points=points, models=models, statuses=statuses, measurements=measurements,
+                            complete=complete)
+
     for name in peers:
         peer = PEERS.get(name)
         for tasks in server_groups(peer, args.smoke):
@@ -225,36 +264,13 @@ def main(argv: list[str] | None = None) -> int:
             measurements += ms
             statuses.append(status | {"note": peer.note if peer else
                                       "EmbedEngine/RerankEngine in one process, asyncio at the same concurrency"})
+            save(complete=False)
 
-    goals = http_report.goals(measurements)
-    finished = datetime.now(timezone.utc)
-    result = {
-        "benchmark": "http", "mode": "smoke" if args.smoke else "full", "shape": shape,
-        "command": [sys.executable, "-m", "benchmarks.http_bench", *(argv if argv is not None else sys.argv[1:])],
-        "started_at": started.isoformat(timespec="seconds"), "duration_s": round((finished - started).total_seconds()),
-        # Other work on the machine slows every peer; the load average says how busy it was.
-        "machine": {**machine_info(), "load_avg_1m_start": round(load_start, 2),
-                    "load_avg_1m_end": round(os.getloadavg()[0], 2)},
-        "versions": all_versions(peers),
-        "settings": {"engine": settings.__dict__, "concurrency": concurrency, "requests_scale": args.requests_scale,
-                     "workloads": [w.__dict__ for w in workloads], "points": describe(points),
-                     "throughput": "req/s and prompt tokens/s (the server's usage.prompt_tokens) over the timed "
-                                   "run; latency is end to end per request at the client",
-                     "cpu_share": "CPU seconds of each process during the timed run / (wall seconds x usable CPUs)",
-                     "models": {k: str(v) for k, v in models.items()}},
-        "peers": statuses,
-        "goals": goals,
-        "token_agreement": http_report.token_agreement(measurements),
-        "points": [m.to_json() for m in measurements],
-    }
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS_DIR / f"http-{'smoke-' if args.smoke else ''}{shape}-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = save(complete=True)
     pngs = [] if args.no_plots else plot(out)
     print(http_report.table(measurements))
     print()
-    print(http_report.goals_table(goals))
+    print(http_report.goals_table(result["goals"]))
     for s in statuses:
         if not s.get("ran"):
             print(f"not run: {s['peer']}/{s['task']}: {s.get('reason')}")
