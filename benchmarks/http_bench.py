@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks import http_report
 from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_models, machine_info, versions
 from benchmarks.http_peers import ALL_PEERS, EMBED_NAME, INPROCESS, PEERS, RERANK_NAME, EngineSettings, Peer, prepare
@@ -42,6 +44,9 @@ logger = logging.getLogger("benchmarks.http_bench")
 
 SMOKE_PEERS = ("ours", "vllm", INPROCESS)
 STARTUP_TIMEOUT_S = 900
+# A second start when the first fails: on a busy machine Ray's node registration can time out once.
+# A peer that cannot run here fails both, with the same reason.
+START_ATTEMPTS = 2
 
 
 def run_server(peer: Peer, tasks: tuple[Task, ...], points: list[Point], models: dict[str, Path],
@@ -62,33 +67,38 @@ def run_server(peer: Peer, tasks: tuple[Task, ...], points: list[Point], models:
         return [], status | {"ran": False, "reason": f"could not prepare: {type(exc).__name__}: {exc}"}
     for name, content in launch.files.items():
         (peer_dir / name).write_text(content)
-    log = peer_dir / "server.log"
-    logger.info("[%s/%s] starting: %s", peer.name, task, " ".join(launch.command))
-    started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(launch.command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                env=clean_env(**launch.env), start_new_session=True)
     measurements: list[Measurement] = []
-    try:
-        wait_ready(launch.ready_url, proc, STARTUP_TIMEOUT_S, log=log)
-        status |= {"ran": True, "startup_s": round(time.monotonic() - started, 1), "command": launch.command,
-                   "env": launch.env}
-        import psutil
-
-        rss = sample_rss(psutil.Process(proc.pid))
-        status["rss_mib_after_start"] = round(sum(r for _, r in rss.values()) / 2**20, 1)
-        measurements = run_points(
-            points, peer=peer.name, base_url=f"http://127.0.0.1:{port}", server_pid=proc.pid, work_dir=peer_dir,
-            client_for=lambda p: {"backend": peer.backend[p.workload.task], "endpoint": peer.endpoint[p.workload.task],
-                                  "model": EMBED_NAME if p.workload.task == "embed" else RERANK_NAME,
-                                  "tokenizer": str(models["embedding" if p.workload.task == "embed" else "reranker"])})
-        if proc.poll() is not None:
-            status["reason"] = f"server exited during the run: {last_line(log)}"
-    except (RuntimeError, TimeoutError) as exc:
-        status |= {"ran": False, "reason": str(exc)}
-        logger.warning("[%s/%s] unavailable: %s", peer.name, task, exc)
-    finally:
-        stop(proc)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        log = peer_dir / f"server-{attempt}.log"
+        logger.info("[%s/%s] starting (attempt %d): %s", peer.name, task, attempt, " ".join(launch.command))
+        started = time.monotonic()
+        with log.open("w") as out:
+            proc = subprocess.Popen(launch.command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                    env=clean_env(**launch.env), start_new_session=True)
+        try:
+            wait_ready(launch.ready_url, proc, STARTUP_TIMEOUT_S, log=log)
+        except (RuntimeError, TimeoutError) as exc:
+            stop(proc)
+            status |= {"ran": False, "reason": str(exc), "start_attempts": attempt}
+            logger.warning("[%s/%s] did not start: %s", peer.name, task, exc)
+            continue
+        try:
+            status |= {"ran": True, "reason": None, "start_attempts": attempt,
+                       "startup_s": round(time.monotonic() - started, 1), "command": launch.command, "env": launch.env}
+            rss = sample_rss(psutil.Process(proc.pid))
+            status["rss_mib_after_start"] = round(sum(r for _, r in rss.values()) / 2**20, 1)
+            measurements = run_points(
+                points, peer=peer.name, base_url=f"http://127.0.0.1:{port}", server_pid=proc.pid, work_dir=peer_dir,
+                client_for=lambda p: {"backend": peer.backend[p.workload.task],
+                                      "endpoint": peer.endpoint[p.workload.task],
+                                      "model": EMBED_NAME if p.workload.task == "embed" else RERANK_NAME,
+                                      "tokenizer": str(models["embedding" if p.workload.task == "embed"
+                                                              else "reranker"])})
+            if proc.poll() is not None:
+                status["reason"] = f"server exited during the run: {last_line(log)}"
+        finally:
+            stop(proc)
+        break
     return measurements, status
 
 
