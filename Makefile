@@ -3,7 +3,7 @@ VENV ?= .venv
 CONFIG ?= configs/default.yaml
 export VENV
 
-.PHONY: serve test bootstrap bench
+.PHONY: serve test bootstrap bench bench-engine bench-http
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -14,5 +14,11 @@ serve: bootstrap
 test: bootstrap
 	$(VENV)/bin/python -m pytest -ra $(ARGS)
 
-bench: bootstrap
+# bench: the engine benchmark, then the HTTP benchmark (peers' venvs are built on first use).
+bench: bench-engine bench-http
+
+bench-engine: bootstrap
 	$(VENV)/bin/python -m benchmarks.engine_bench $(ARGS)
+
+bench-http: bootstrap
+	$(VENV)/bin/python -m benchmarks.http_bench $(ARGS)

@@ -32,6 +32,7 @@ import psutil
 import yaml
 
 from benchmarks.engine_bench import machine_info, versions
+from benchmarks.procs import sample_rss, wait_ready
 from benchmarks.workloads import stdlib_snippets
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,27 +56,6 @@ def app_config(models: dict[str, Path], port: int, kv_cache_gib: float) -> dict[
         "http": {"host": "127.0.0.1", "port": port},
         "fallback_to_tiny_models": False,
     }
-
-
-def process_label(p: psutil.Process) -> str:
-    try:
-        cmd = p.cmdline()
-    except psutil.Error:
-        return f"pid {p.pid}"
-    head = cmd[0] if cmd else p.name()
-    if head.startswith("ray::") or head.startswith("VLLM"):
-        return head.split(" ")[0]
-    return Path(head).name + (" " + " ".join(c for c in cmd[1:4] if not c.startswith("-"))[:60] if cmd[1:] else "")
-
-
-def sample_rss(root: psutil.Process) -> dict[int, tuple[str, int]]:
-    out = {}
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            out[p.pid] = (process_label(p), p.memory_info().rss)
-        except psutil.Error:
-            pass
-    return out
 
 
 async def drive(url: str, texts: list[str], duration_s: float, concurrency: int, seed: int) -> dict[str, Any]:
@@ -113,20 +93,6 @@ async def drive(url: str, texts: list[str], duration_s: float, concurrency: int,
     return {"answers": dict(counts), "errors": dict(errors),
             "latency_s": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))}
             if latencies else {}}
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/ready", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError("the server did not become ready")
 
 
 def memory_report(samples: list[tuple[float, dict[int, tuple[str, int]]]], warmup_s: float) -> list[dict[str, Any]]:
@@ -176,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     samples: list[tuple[float, dict[int, tuple[str, int]]]] = []
     try:
-        wait_ready(url, proc)
+        wait_ready(url + "/ready", proc)
         root = psutil.Process(proc.pid)
         started = time.monotonic()
 

@@ -135,7 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     address = os.environ.get("RAY_ADDRESS") or None
-    if address is None:
+    if address in (None, "local"):  # Ray starts a new local cluster
         # The local cluster's processes inherit the ingress settings; Ray Serve reads them at import.
         os.environ.update(config.http.ray_serve_env())
     else:

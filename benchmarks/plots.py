@@ -1,0 +1,74 @@
+"""PNG plots of an HTTP benchmark result; run in the plot venv (matplotlib), never in the serving venv.
+
+    .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/http-....json
+
+Writes <json stem>-throughput.png (throughput vs concurrency, client batch 1 and 32) and
+<json stem>-latency.png (p99 latency vs throughput) next to the JSON. Standard library + matplotlib only.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS = (("embed-b1", "req_per_s", "1 input per request: requests/s"),
+          ("embed-b32", "tok_per_s", "32 inputs per request: tokens/s"))
+
+
+def series(points, workload, peer, key):
+    rows = sorted((p for p in points if p["workload"] == workload and p["peer"] == peer and p["completed"] > 0),
+                  key=lambda p: p["concurrency"])
+    return rows, [p["concurrency"] for p in rows], [p[key] for p in rows]
+
+
+def main(path):
+    result = json.loads(Path(path).read_text())
+    points = result["points"]
+    peers = list(dict.fromkeys(p["peer"] for p in points))
+    title = f"{result['shape']} model, {result['machine'].get('cpus_usable')} CPUs ({result['mode']} run)"
+    out = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (workload, key, label) in zip(axes, PANELS):
+        for peer in peers:
+            _, xs, ys = series(points, workload, peer, key)
+            if xs:
+                ax.plot(xs, ys, marker="o", label=peer)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Throughput vs concurrency: {title}")
+    fig.tight_layout()
+    out.append(Path(path).with_name(Path(path).stem + "-throughput.png"))
+    fig.savefig(out[-1], dpi=110)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (workload, key, label) in zip(axes, PANELS):
+        for peer in peers:
+            rows, xs, ys = series(points, workload, peer, key)
+            if rows:
+                ax.plot(ys, [p["p99_ms"] for p in rows], marker="o", label=peer)
+                for p, x in zip(rows, ys):
+                    ax.annotate(f"c{p['concurrency']}", (x, p["p99_ms"]), fontsize=7, alpha=0.7)
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("p99 latency (ms)")
+        ax.set_title(f"p99 latency vs throughput, {workload}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Latency vs throughput: {title}")
+    fig.tight_layout()
+    out.append(Path(path).with_name(Path(path).stem + "-latency.png"))
+    fig.savefig(out[-1], dpi=110)
+    print("\n".join(str(p) for p in out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,64 @@
+"""The HTTP benchmark's smoke mode: ours, `vllm serve` and the in-process engines on the tiny model.
+
+Runs ``python -m benchmarks.http_bench --smoke`` once, in a subprocess with a clean environment
+(the servers it starts read their CPU settings from theirs), and checks the JSON it writes.
+Peers that need their own venvs (Infinity, sentence-transformers) are not part of smoke mode.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.net import clean_env
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("http-bench")
+    out = tmp / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.http_bench", "--smoke", "--no-plots", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1400, env=clean_env(),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_every_smoke_peer_ran_every_point_without_failures(report):
+    points = {(p["peer"], p["workload"], p["concurrency"]): (p["completed"], p["failed"], p["errors"])
+              for p in report["points"]}
+    expected = {(peer, s["point"].split("@c")[0], int(s["point"].split("@c")[1]))
+                for peer in ("ours", "vllm", "inprocess") for s in report["settings"]["points"]}
+    assert {k: (v[1], v[2]) for k, v in points.items()} == {k: (0, []) for k in expected}
+
+
+def test_ours_and_vllm_report_the_tokens_the_serving_tokenizer_counts(report):
+    rows = report["token_agreement"]
+    assert rows and all(r["per_request_match"].get(peer) for r in rows for peer in ("ours", "vllm", "inprocess")), rows
+
+
+def test_each_point_records_throughput_latency_and_server_cpu(report):
+    for p in report["points"]:
+        server_cpu = sum(r["cpu_share"] for r in p["cpu"] if r["tree"] in ("server", "in-process"))
+        assert p["req_per_s"] > 0 and p["tok_per_s"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"] and server_cpu > 0, p
+
+
+def test_goals_are_judged_against_vllm_and_the_in_process_engines(report):
+    judged = {g["goal"].split(":")[0]: g["met"] for g in report["goals"]}
+    assert all(judged[k] in (True, False) for k in ("small requests", "batched requests", "rerank")), judged
+
+
+def test_report_records_versions_and_machine(report):
+    assert report["mode"] == "smoke"
+    assert all(report["versions"][k] for k in ("vllm", "ray", "serving", "load_generator"))
+    assert {"cpu_count", "cpus_usable", "load_avg_1m_start"} <= report["machine"].keys()

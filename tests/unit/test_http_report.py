@@ -1,0 +1,29 @@
+"""The HTTP benchmark's verdicts: each of issue 9's goals judged from the measured points."""
+
+from benchmarks.http_report import goals
+from benchmarks.loadgen import Measurement
+
+
+def point(peer: str, workload: str, c: int, *, req_per_s: float = 0, tok_per_s: float = 0,
+          p50_ms: float | None = None) -> Measurement:
+    return Measurement(peer, workload, "embed", c, 1, 10, completed=10, req_per_s=req_per_s, tok_per_s=tok_per_s,
+                       p50_ms=p50_ms)
+
+
+def verdicts(points: list[Measurement]) -> dict[str, tuple[float | None, bool | None]]:
+    return {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"]) for g in goals(points)}
+
+
+def test_small_requests_are_judged_at_their_worst_concurrency():
+    points = [point("ours", "embed-b1", 8, req_per_s=60), point("vllm", "embed-b1", 8, req_per_s=50),
+              point("ours", "embed-b1", 64, req_per_s=45), point("vllm", "embed-b1", 64, req_per_s=50),
+              point("ours", "embed-b1", 1, req_per_s=1), point("vllm", "embed-b1", 1, req_per_s=100)]
+    assert verdicts(points)["small requests / ours / vllm serve >= 1.0"] == (0.9, False)
+
+
+def test_latency_goal_is_met_when_ours_is_not_slower_and_missing_peers_are_not_judged():
+    points = [point("ours", "embed-short", 1, p50_ms=15.0), point("vllm", "embed-short", 1, p50_ms=17.0),
+              point("ours", "rerank-50", 4, tok_per_s=100)]
+    v = verdicts(points)
+    assert v["single short input, concurrency 1, p50 latency / ours / vllm serve <= 1.0"] == (0.882, True)
+    assert v["rerank / ours / in-process RerankEngine >= 0.9"] == (None, None)
