@@ -204,11 +204,11 @@ class HttpConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     request_timeout_s: float | None = Field(300.0, gt=0, description="Proxy-side timeout per request.")
     ingress: Literal["haproxy", "proxy"] = Field(
-        "haproxy", description="`haproxy`: Ray Serve's HAProxy ingress forwards each request straight to a router "
+        "proxy", description="`haproxy`: Ray Serve's HAProxy ingress forwards each request straight to a router "
                                "replica's own HTTP server (RAY_SERVE_ENABLE_HA_PROXY). `proxy`: Ray Serve's Python "
                                "proxy actor, one more process hop per request.")
     throughput_optimized: bool = Field(
-        True, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): gRPC between "
+        False, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): gRPC between "
                           "deployments, user code on the replica's event loop, buffered access logs.")
 
     def ray_serve_env(self) -> dict[str, str]:

@@ -234,12 +234,12 @@ def test_without_secrets_no_secret_env_is_rendered():
     assert not of_kind(docs, "Secret")
     for _, template in pod_templates(docs):
         assert {e["name"] for e in template["spec"]["containers"][0]["env"]} == {
-            "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED",
-            "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"}
+            "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 
 
 @pytest.mark.parametrize("http", [{}, {"ingress": "proxy"}, {"throughput_optimized": False},
-                                  {"request_timeout_s": 12.5}, {"request_timeout_s": None},
+                                  {"ingress": "haproxy", "request_timeout_s": 12.5},
+                                  {"ingress": "haproxy", "request_timeout_s": None},
                                   {"ingress": "haproxy", "throughput_optimized": True}])
 def test_ray_serve_environment_is_the_one_the_cli_sets(http):
     from serving.config import HttpConfig
