@@ -4,7 +4,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import httpx
 
@@ -32,18 +31,3 @@ def clean_env() -> dict[str, str]:
     """The environment of a user's fresh shell: nothing of vLLM's, Ray's or ours set."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}
 
-
-@contextmanager
-def process_env(values: dict[str, str]):
-    """`values` set only while a child process (a local Ray cluster) starts, as `qwen3-serve serve`
-    sets them for its own cluster; the test process's environment is restored afterwards."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -63,7 +63,7 @@ def start_engine(config: EngineConfig, **extra: Any):
     tail = OutputTail()
     try:
         # vLLM's CPU backend reads the core binding from the environment of the process it spawns.
-        with tail, _environment(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind)):
+        with tail, scoped_environ(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind)):
             return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
                             log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
     except Exception as exc:
@@ -79,7 +79,7 @@ def cores_for_replica(bind: str | list[str] | None, local_rank: int = 0) -> str 
 
 
 @contextmanager
-def _environment(**values: str | None) -> Iterator[None]:
+def scoped_environ(**values: str | None) -> Iterator[None]:
     """Set the given variables (None = leave as is) for the duration of the block only."""
     saved = {key: os.environ.get(key) for key, value in values.items() if value is not None}
     os.environ.update({key: value for key, value in values.items() if value is not None})

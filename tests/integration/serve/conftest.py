@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.net import free_port, process_env, wait_ready
+from serving.engines.startup import scoped_environ
+from tests.net import free_port, wait_ready
 
 API_KEY = "test-key-123"
 CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
@@ -68,7 +69,7 @@ def base_url(app_config_obj):
     config = app_config_obj
     # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
     # The Ray Serve environment the config asks for (HAProxy ingress by default), as the CLI sets it.
-    with process_env(config.http.ray_serve_env()):
+    with scoped_environ(**config.http.ray_serve_env()):
         ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
     try:
         serve.start(http_options={"host": config.http.host, "port": config.http.port})
