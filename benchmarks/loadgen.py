@@ -65,7 +65,8 @@ class Measurement:
     duration_s: float = 0.0
     req_per_s: float = 0.0
     inputs_per_s: float = 0.0
-    tok_per_s: float = 0.0
+    tok_per_s: float = 0.0  # our tokenizer's count of the completed requests' tokens, per second
+    server_tok_per_s: float = 0.0  # the same from the server's own usage.prompt_tokens (Infinity counts characters)
     p50_ms: float | None = None
     p99_ms: float | None = None
     mean_ms: float | None = None
@@ -179,7 +180,12 @@ def parse_result(m: Measurement, result: dict[str, Any], point: Point) -> None:
     m.duration_s = float(result.get("duration", 0.0))
     m.req_per_s = float(result.get("request_throughput", 0.0))
     m.inputs_per_s = float(result.get("input_sequence_throughput", m.req_per_s * point.workload.client_batch))
-    m.tok_per_s = float(result.get("total_token_throughput", 0.0))
+    m.server_tok_per_s = float(result.get("total_token_throughput", 0.0))
+    # Throughput counts the tokens our tokenizer says each completed request holds, so every peer is
+    # measured in the same unit whatever its usage reports; usage is checked against it below.
+    per_request_errors = result.get("errors") or [None] * point.requests
+    done = sum(n for n, e in zip(point.expected_tokens, per_request_errors) if not e)
+    m.tok_per_s = done / m.duration_s if m.duration_s > 0 else 0.0
     m.p50_ms = result.get("p50_e2el_ms", result.get("median_e2el_ms"))
     m.p99_ms = result.get("p99_e2el_ms")
     m.mean_ms = result.get("mean_e2el_ms")

@@ -29,7 +29,8 @@ def main(path):
     result = json.loads(Path(path).read_text())
     points = result["points"]
     peers = list(dict.fromkeys(p["peer"] for p in points))
-    title = f"{result['shape']} model, {result['machine'].get('cpus_usable')} CPUs ({result['mode']} run)"
+    mode = result["mode"] + ("" if result.get("complete", True) else ", incomplete")
+    title = f"{result['shape']} model, {result['machine'].get('cpus_usable')} CPUs ({mode} run)"
     out = []
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
