@@ -62,7 +62,7 @@ class Peer:
 
 
 def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int, settings: EngineSettings,
-                    replicas: int = 1) -> dict[str, Any]:
+                    replicas: int = 1, http: dict[str, Any] | None = None) -> dict[str, Any]:
     deployments = []
     for task in tasks:
         model = models["embedding" if task == "embed" else "reranker"]
@@ -73,13 +73,18 @@ def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int,
             "name": EMBED_NAME if task == "embed" else RERANK_NAME, "kind": task, "engine": engine,
             "scaling": {"num_replicas": replicas, "max_ongoing_requests": 64, "max_queued_requests": 512},
             "resources": {"accelerator": "cpu", "cpus_per_shard": 0.5}})
-    return {"models": deployments, "http": {"host": "127.0.0.1", "port": port}, "fallback_to_tiny_models": False}
+    return {"models": deployments, "http": {"host": "127.0.0.1", "port": port, **(http or {})},
+            "fallback_to_tiny_models": False}
 
 
-def _ours(replicas: int) -> Callable[..., Launch]:
+# Ray Serve's opt-in fast path (serving.config.HttpConfig): HAProxy ingress, gRPC handles.
+FAST_PATH = {"ingress": "haproxy", "throughput_optimized": True}
+
+
+def _ours(replicas: int, http: dict[str, Any] | None = None) -> Callable[..., Launch]:
     def launch(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path,
                settings: EngineSettings) -> Launch:
-        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas))
+        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http))
         # RAY_ADDRESS=local: a private Ray instance, never a cluster someone else started on this machine.
         return Launch([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
                       {"RAY_ADDRESS": "local"}, f"http://127.0.0.1:{port}/ready", {"app.yaml": config})
@@ -180,6 +185,8 @@ _EMBED_ONLY_RERANK = ("Qwen3-Reranker is a causal LM scored on the yes/no logits
 PEERS: dict[str, Peer] = {
     "ours": Peer("ours", ("embed", "rerank"), _ours(1), _OPENAI, _PATHS, multi_model=True,
                  note="qwen3-serve serve (Ray Serve router + one EmbedEngine/RerankEngine replica)"),
+    "ours-fast": Peer("ours-fast", ("embed", "rerank"), _ours(1, FAST_PATH), _OPENAI, _PATHS, multi_model=True,
+                      note="ours with http.ingress haproxy and http.throughput_optimized true"),
     "vllm": Peer("vllm", ("embed", "rerank"), _vllm, _OPENAI, _PATHS,
                  note="python -m vllm.entrypoints.openai.api_server --runner pooling (same vLLM as ours)"),
     "infinity": Peer("infinity", ("embed",), _infinity, {"embed": "infinity-embeddings"}, {"embed": "/embeddings"},
@@ -196,7 +203,7 @@ PEERS: dict[str, Peer] = {
 }
 # Not a server: EmbedEngine / RerankEngine driven in-process (benchmarks.inprocess), the ceiling.
 INPROCESS = "inprocess"
-ALL_PEERS = ("ours", "vllm", INPROCESS, "infinity", "st", "ours-2replicas")  # the goals need the first three
+ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-fast", "infinity", "st", "ours-2replicas")  # goals: the first three
 
 
 def prepare(peer: Peer) -> None:

@@ -27,3 +27,12 @@ def test_latency_goal_is_met_when_ours_is_not_slower_and_missing_peers_are_not_j
     v = verdicts(points)
     assert v["single short input, concurrency 1, p50 latency / ours / vllm serve <= 1.0"] == (0.882, True)
     assert v["rerank / ours / in-process RerankEngine >= 0.9"] == (None, None)
+
+
+def test_another_configuration_of_ours_is_judged_in_its_place():
+    points = [point("ours", "embed-short", 1, p50_ms=20.0), point("ours-fast", "embed-short", 1, p50_ms=15.0),
+              point("vllm", "embed-short", 1, p50_ms=17.0)]
+    latency = "single short input, concurrency 1, p50 latency / ours / vllm serve <= 1.0"
+    assert verdicts(points)[latency] == (1.176, False)
+    assert {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"])
+            for g in goals(points, "ours-fast")}[latency] == (0.882, True)
