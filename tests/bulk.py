@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +81,6 @@ def committed_ids(out: Path) -> set[str]:
     import pyarrow.parquet as pq
 
     return {v for p in committed_checkpoints(out) for v in pq.read_table(p)["id"].to_pylist()}
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return False
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -14,6 +14,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return False
+
+
 def wait_ready(url: str, timeout_s: float = 600, alive: Callable[[], bool] = lambda: True) -> bool:
     """Poll `url`/ready until 200; False on timeout or once `alive()` turns false."""
     deadline = time.time() + timeout_s

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.bulk import (BAD_ENCODE_ROWS, TOO_LONG, alive, committed_checkpoints, committed_ids, descendants,
-                        is_engine_process, kill_all, read_output, wait_for, write_encode_jsonl, write_engine_config)
+                        is_engine_process, kill_all, read_output, write_encode_jsonl, write_engine_config)
 from tests.integration.conftest import engine_fields
-from tests.net import clean_env
+from tests.net import clean_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from tests.bulk import (alive, committed_checkpoints, descendants, is_engine_process, kill_all, read_output,
-                        score_rows, wait_for, write_engine_config, write_parquet)
+                        score_rows, write_engine_config, write_parquet)
 from tests.integration.conftest import engine_fields
-from tests.net import clean_env, free_port
+from tests.net import clean_env, free_port, wait_for
 from tests.texts import QUERIES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -13,6 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
+from tests.net import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.disruptive]
 
 CALLER_TIMEOUT_S = 120
@@ -39,15 +41,6 @@ def model_state(base_url: str, name: str) -> str | None:
         return httpx.get(f"{base_url}/ready", timeout=10).json()["models"].get(name)
     except (httpx.HTTPError, ValueError):
         return None
-
-
-def wait_for(predicate, timeout_s: float, period_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period_s)
-    return False
 
 
 class Callers:
