@@ -6,16 +6,12 @@ settings from the environment, which the benchmark sets), and checks the JSON it
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import run_benchmark
 
 # The first test also pays for the benchmark run in the module fixture (~4 min, longer on a busy box).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -24,14 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.engine_bench", "--smoke", "--out", str(out),
-         "--models-dir", str(tmp / "models")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return run_benchmark("benchmarks.engine_bench", tmp / "smoke.json", "--models-dir", str(tmp / "models"),
+                         timeout_s=1200)
 
 
 def _cases(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,17 +7,12 @@ Peers that need their own venvs (Infinity, sentence-transformers) are not part o
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.bench import run_benchmark
 from tests.net import clean_env
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -25,13 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("http-bench")
-    out = tmp / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.http_bench", "--smoke", "--no-plots", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1400, env=clean_env(),
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return run_benchmark("benchmarks.http_bench", tmp / "smoke.json", "--no-plots", timeout_s=1400, env=clean_env())
 
 
 def test_every_smoke_peer_ran_every_point_without_failures(report):
