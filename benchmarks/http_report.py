@@ -64,7 +64,8 @@ def goals(ms: Sequence[Measurement], ours_peer: str = "ours") -> list[dict[str, 
                      _ratio(getattr(ours, "tok_per_s", None), getattr(inproc, "tok_per_s", None)), 0.9,
                      ours=getattr(ours, "tok_per_s", None), peer=getattr(inproc, "tok_per_s", None)))
 
-    for workload, unit in (("embed-b1", "req_per_s"), ("embed-b32", "tok_per_s")):
+    # The two-replica peer runs the defaults: it is judged against `ours` only.
+    for workload, unit in (("embed-b1", "req_per_s"), ("embed-b32", "tok_per_s")) if ours_peer == "ours" else ():
         cs = sorted({m.concurrency for m in ms if m.workload == workload and m.peer == "ours-2replicas"})
         best = {peer: max((getattr(_find(ms, peer, workload, c), unit, 0) or 0 for c in cs), default=0)
                 for peer in ("ours", "ours-2replicas")}

@@ -36,3 +36,4 @@ def test_another_configuration_of_ours_is_judged_in_its_place():
     assert verdicts(points)[latency] == (1.176, False)
     assert {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"])
             for g in goals(points, "ours-fast")}[latency] == (0.882, True)
+    assert not any(g["goal"].startswith("2 replicas") for g in goals(points, "ours-fast"))
