@@ -32,7 +32,8 @@ def goals(ms: Sequence[Measurement], ours_peer: str = "ours") -> list[dict[str, 
     """Each goal of issue 9 with the measured ratio; `met` is None when a peer it needs did not run.
 
     ``ours_peer`` names which of our configurations is judged (``ours``: the defaults)."""
-    ms = [m if m.peer != ours_peer else replace(m, peer="ours") for m in ms if m.peer != "ours" or ours_peer == "ours"]
+    if ours_peer != "ours":  # that configuration's points stand in for the defaults'
+        ms = [replace(m, peer="ours") if m.peer == ours_peer else m for m in ms if m.peer != "ours"]
     out = []
     small = [c for c in sorted({m.concurrency for m in ms if m.workload == "embed-b1"}) if 8 <= c <= 64]
     per_c = {c: _ratio(getattr(_find(ms, "ours", "embed-b1", c), "req_per_s", None),

@@ -10,8 +10,8 @@ def point(peer: str, workload: str, c: int, *, req_per_s: float = 0, tok_per_s: 
                        p50_ms=p50_ms)
 
 
-def verdicts(points: list[Measurement]) -> dict[str, tuple[float | None, bool | None]]:
-    return {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"]) for g in goals(points)}
+def verdicts(points: list[Measurement], ours_peer: str = "ours") -> dict[str, tuple[float | None, bool | None]]:
+    return {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"]) for g in goals(points, ours_peer)}
 
 
 def test_small_requests_are_judged_at_their_worst_concurrency():
@@ -34,6 +34,5 @@ def test_another_configuration_of_ours_is_judged_in_its_place():
               point("vllm", "embed-short", 1, p50_ms=17.0)]
     latency = "single short input, concurrency 1, p50 latency / ours / vllm serve <= 1.0"
     assert verdicts(points)[latency] == (1.176, False)
-    assert {g["goal"].split(":")[0] + " / " + g["target"]: (g["ratio"], g["met"])
-            for g in goals(points, "ours-fast")}[latency] == (0.882, True)
-    assert not any(g["goal"].startswith("2 replicas") for g in goals(points, "ours-fast"))
+    assert verdicts(points, "ours-fast")[latency] == (0.882, True)
+    assert not any(goal.startswith("2 replicas") for goal in verdicts(points, "ours-fast"))

@@ -68,7 +68,7 @@ def base_url(app_config_obj):
 
     config = app_config_obj
     # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
-    # The Ray Serve environment the config asks for (HAProxy ingress by default), as the CLI sets it.
+    # The Ray Serve environment the config asks for (ingress, throughput settings), as the CLI sets it.
     with scoped_environ(**config.http.ray_serve_env()):
         ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
     try:
