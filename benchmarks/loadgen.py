@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.http_workloads import Point
-from benchmarks.procs import CpuWindow, clean_env, last_line
+from benchmarks.procs import clean_env, last_line
+from benchmarks.venvs import REPO_ROOT
 
 logger = logging.getLogger("benchmarks.loadgen")
 
@@ -33,11 +34,31 @@ RUN_FAILED = "point failed"
 # `vllm bench serve` for several points from one process, one after the other, so its imports and
 # tokenizer load are paid once per server rather than once per point. Each entry of the JSON list
 # is the argument list of one `vllm bench serve` run; a point that raises does not stop the rest.
+# The CPU window of each point opens and closes inside this process, at the moment `vllm bench serve`
+# prints that its timed run starts and that it ended: a harness polling the log would open it late
+# (or after the run, for a run shorter than its polling interval) on a fast machine.
 BENCH_SERVE = """
-import json, sys, traceback
+import builtins, json, os, sys, traceback
+from benchmarks.procs import CpuWindow
 from vllm.benchmarks.serve import add_cli_args, main
 from vllm.utils.argparse_utils import FlexibleArgumentParser
-for i, argv in enumerate(json.load(open(sys.argv[1]))):
+plan, server_pid, cpu_prefix = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+point, window, _print = [0], [None], builtins.print
+
+def print_with_cpu_window(*args, **kwargs):
+    text = " ".join(map(str, args))
+    if "{RUN_STARTS}" in text:
+        window[0] = CpuWindow({"server": server_pid, "load generator": os.getpid()})
+        window[0].start()
+    elif "{RUN_ENDS}" in text and window[0] is not None:
+        rows, window[0] = window[0].stop(), None
+        with open(f"{cpu_prefix}{point[0]}.json", "w") as f:
+            json.dump(rows, f)
+    _print(*args, **kwargs)
+
+builtins.print = print_with_cpu_window
+for i, argv in enumerate(plan):
+    point[0], window[0] = i, None
     print(f"=== point {i} ===", flush=True)
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
@@ -47,7 +68,8 @@ for i, argv in enumerate(json.load(open(sys.argv[1]))):
         traceback.print_exc()
         print(f"{RUN_FAILED} {i}", flush=True)
 """
-BENCH_SERVE = BENCH_SERVE.replace("{RUN_FAILED}", RUN_FAILED)
+for _marker, _value in (("{RUN_FAILED}", RUN_FAILED), ("{RUN_STARTS}", RUN_STARTS), ("{RUN_ENDS}", RUN_ENDS)):
+    BENCH_SERVE = BENCH_SERVE.replace(_marker, _value)
 
 
 @dataclass
@@ -78,8 +100,19 @@ class Measurement:
     load_avg_1m: float | None = None
     errors: list[str] = field(default_factory=list)  # first few distinct messages
 
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        """CPU milliseconds per completed request of every server process but the vLLM workers (which do
+        the model's work, the same in every vLLM-based peer): the request path's cost, the figure that
+        carries over to GPU hosts, where the model's work leaves the CPU but the path stays on it."""
+        if not self.completed or not self.cpu:
+            return None
+        path = sum(float(r["cpu_s"]) for r in self.cpu
+                   if r["tree"] in ("server", "in-process") and not str(r["process"]).startswith("VLLM::Worker"))
+        return round(1000 * path / self.completed, 2)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"cpu_ms_per_request_outside_worker": self.cpu_ms_per_request}
 
 
 def bench_serve_args(point: Point, *, base_url: str, backend: str, endpoint: str, model: str, tokenizer: str,
@@ -104,20 +137,24 @@ def run_points(points: Sequence[Point], *, peer: str, base_url: str, server_pid:
     measurements = [Measurement(peer, p.workload.name, p.workload.task, p.concurrency, p.workload.client_batch,
                                 p.requests, expected_tokens=sum(p.expected_tokens)) for p in points]
     files = [f"{peer}-{p.key}.json".replace("@", "-") for p in points]
-    for path in files:
+    cpu_prefix = work_dir / f"{peer}-cpu-"
+    for i, path in enumerate(files):
         (work_dir / path).unlink(missing_ok=True)
+        Path(f"{cpu_prefix}{i}.json").unlink(missing_ok=True)
     plan = work_dir / f"{peer}-loadgen-plan.json"
     plan.write_text(json.dumps([bench_serve_args(p, base_url=base_url, result_dir=work_dir, result_file=f,
                                                  **client_for(p)) for p, f in zip(points, files)]))
     log = work_dir / f"{peer}-loadgen.log"
     with log.open("w") as out:
-        client = subprocess.Popen([sys.executable, "-c", BENCH_SERVE, str(plan)], stdout=out,
-                                  stderr=subprocess.STDOUT, env=clean_env(PYTHONUNBUFFERED="1"))
+        client = subprocess.Popen([sys.executable, "-c", BENCH_SERVE, str(plan), str(server_pid), str(cpu_prefix)],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                  env=clean_env(PYTHONUNBUFFERED="1"))
         deadline = time.monotonic() + timeout_s
         for i, (point, m) in enumerate(zip(points, measurements)):
-            m.cpu = _cpu_during_run(i, client, server_pid, log, deadline)
-            m.load_avg_1m = round(os.getloadavg()[0], 2)
             _wait_for(lambda: (work_dir / files[i]).exists() or f"{RUN_FAILED} {i}" in _read(log), client, deadline)
+            m.load_avg_1m = round(os.getloadavg()[0], 2)
+            cpu_file = Path(f"{cpu_prefix}{i}.json")
+            m.cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else []
             result = work_dir / files[i]
             if result.exists():
                 parse_result(m, json.loads(result.read_text()), point)
@@ -146,30 +183,6 @@ def _read(log: Path) -> str:
 def _wait_for(done: Callable[[], bool], client: subprocess.Popen, deadline: float) -> None:
     while not done() and client.poll() is None and time.monotonic() < deadline:
         time.sleep(0.25)
-
-
-def _cpu_during_run(i: int, client: subprocess.Popen, server_pid: int, log: Path,
-                    deadline: float) -> list[dict[str, Any]]:
-    """CPU per process of the server's and the client's trees over point ``i``'s timed run only.
-
-    The window opens when the client prints that the i-th timed run starts (after the dataset and
-    the warm-up) and closes when it prints that run's results; empty if the run failed.
-    """
-    window = CpuWindow({"server": server_pid, "load generator": client.pid})
-    started = False
-    # Only the log is polled while the run goes on: walking the process trees costs CPU the server
-    # would otherwise have, so they are read twice, at the start and at the end of the run.
-    while client.poll() is None and time.monotonic() < deadline:
-        text = _read(log)
-        if f"{RUN_FAILED} {i}" in text:
-            break
-        if not started and text.count(RUN_STARTS) > i:
-            window.start()
-            started = True
-        elif started and text.count(RUN_ENDS) > i:
-            return window.stop()
-        time.sleep(0.2)
-    return []
 
 
 def parse_result(m: Measurement, result: dict[str, Any], point: Point) -> None:
