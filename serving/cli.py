@@ -137,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     address = os.environ.get("RAY_ADDRESS") or None
     if address in (None, "local"):  # Ray starts a new local cluster
         # The local cluster's processes inherit the ingress settings; Ray Serve reads them at import.
-        os.environ.update(config.http.ray_serve_env())
+        os.environ.update(local_ray_serve_env(config.http))
     else:
         log.info("using the Ray cluster at %s: its own Ray Serve environment applies (%s are set where it starts)",
                  address, ", ".join(config.http.ray_serve_env()))
@@ -175,6 +175,29 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"qwen3-serve: error: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def local_ray_serve_env(http) -> dict[str, str]:
+    """The Ray Serve environment for a local cluster this command starts. With HAProxy: its files in
+    a directory of this instance's own (Ray's default, /tmp/haproxy-serve, is shared by every Ray
+    on the machine), and on a host with fewer than 8 cores half of them as HAProxy threads (Ray's
+    default is 4), unless the config or the user's environment says otherwise."""
+    import tempfile
+
+    env = http.ray_serve_env()
+    if http.ingress != "haproxy":
+        return env
+    if "RAY_SERVE_HAPROXY_NBTHREAD" not in env and "RAY_SERVE_HAPROXY_NBTHREAD" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cores < 8:
+            env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(max(1, cores // 2))
+    # Short: Ray adds a 40-character folder, and HAProxy's socket path may not exceed 97 characters.
+    files = tempfile.mkdtemp(prefix="q3h-", dir="/tmp")
+    for key, name in (("CONFIG_FILE_LOC", "haproxy.cfg"), ("SOCKET_PATH", "admin.sock"),
+                      ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state")):
+        if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
+            env[f"RAY_SERVE_HAPROXY_{key}"] = os.path.join(files, name) if name else files
+    return env
 
 
 def _deployment_messages(app: str) -> str:

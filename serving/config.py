@@ -141,8 +141,23 @@ class ResourceConfig(_Strict):
 
 class _ModelDeployment(_Strict):
     name: str = Field(min_length=1, description="Model name clients send in `model`; also the deployment name.")
+    placement: Literal["ingress", "deployment"] = Field(
+        "ingress", description="`ingress`: the engine lives in every replica of the HTTP ingress, so a request "
+                               "takes one hop, as in `vllm serve`; the ingress's replicas (router.num_replicas or "
+                               "router autoscaling) scale it, and a large request is served by the replica that "
+                               "took it. `deployment`: a Ray Serve deployment of its own, reached from the ingress "
+                               "through a handle (one more hop per request), with its own replicas or autoscaling "
+                               "and large requests split over them.")
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> _ModelDeployment:
+        if self.placement == "ingress" and (self.scaling.autoscaling or self.scaling.num_replicas != 1):
+            raise ValueError(f"model {self.name!r} is placed in the ingress, whose replicas are its replicas: set "
+                             "router.num_replicas (or router.autoscaling) instead of scaling.num_replicas / "
+                             "scaling.autoscaling, or give the model `placement: deployment`")
+        return self
 
 
 class EmbedDeploymentConfig(_ModelDeployment):
@@ -186,7 +201,15 @@ class LimitsConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    num_replicas: int = Field(1, ge=1, description="Ingress replicas.")
+    """The HTTP ingress deployment: routing, and the engines of every model placed in it."""
+
+    num_replicas: int = Field(1, ge=1, description="Ingress replicas (fixed), each with its own engines of the "
+                                                   "models placed in the ingress.")
+    autoscaling: bool = Field(False, description="Scale the ingress between min_replicas and max_replicas on load.")
+    min_replicas: int = Field(1, ge=1, description="Ingress autoscaling floor.")
+    max_replicas: int = Field(1, ge=1, description="Ingress autoscaling ceiling.")
+    target_ongoing_requests: float = Field(
+        16, gt=0, description="Ingress autoscaling target of in-flight requests per replica.")
     max_ongoing_requests: int = Field(1000, ge=1, description="In-flight HTTP requests per ingress replica.")
     traffic_seed: int = Field(0, description="Seed of the deterministic weighted split of alias traffic.")
     health_timeout_s: float = Field(5.0, gt=0, description="How long /ready waits for each model deployment.")
@@ -198,18 +221,30 @@ class RouterConfig(_Strict):
                              "`target_ongoing_requests` per replica, so replicas still see their target load. "
                              "0: every request is its own call.")
 
+    @model_validator(mode="after")
+    def _check_range(self) -> RouterConfig:
+        if self.autoscaling and self.min_replicas > self.max_replicas:
+            raise ValueError(f"router.min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
 
 class HttpConfig(_Strict):
     host: str = Field("0.0.0.0", description="Bind address of Ray Serve's HTTP proxy.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     request_timeout_s: float | None = Field(300.0, gt=0, description="Proxy-side timeout per request.")
     ingress: Literal["haproxy", "proxy"] = Field(
-        "proxy", description="`haproxy`: Ray Serve's HAProxy ingress forwards each request straight to a router "
+        "haproxy", description="`haproxy`: Ray Serve's HAProxy ingress forwards each request straight to an ingress "
                                "replica's own HTTP server (RAY_SERVE_ENABLE_HA_PROXY). `proxy`: Ray Serve's Python "
                                "proxy actor, one more process hop per request.")
+    haproxy_threads: int | None = Field(
+        None, ge=1, description="HAProxy's threads (RAY_SERVE_HAPROXY_NBTHREAD). None: Ray's default (4), or fewer "
+                                "when `qwen3-serve serve` starts Ray on a host with fewer than 8 cores (half of them, "
+                                "at least 1), so HAProxy does not compete with the engines for small hosts' cores.")
     throughput_optimized: bool = Field(
-        False, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): gRPC between "
-                          "deployments, user code on the replica's event loop, buffered access logs.")
+        True, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): user code on the "
+                          "replica's own event loop (no hand-off to a second thread per request), gRPC between "
+                          "deployments, buffered access logs, no replica logs on stderr (they stay in Ray's log "
+                          "files).")
 
     def ray_serve_env(self) -> dict[str, str]:
         """The Ray Serve environment these settings mean. Ray reads it when its processes start, so
@@ -219,6 +254,8 @@ class HttpConfig(_Strict):
                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if self.throughput_optimized else "0"}
         if self.ingress == "haproxy" and self.request_timeout_s:  # HAProxy's own; it ignores Serve's http_options
             env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] = str(math.ceil(self.request_timeout_s))
+        if self.ingress == "haproxy" and self.haproxy_threads:
+            env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
         return env
 
 

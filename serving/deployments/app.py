@@ -25,7 +25,7 @@ def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
     """
     tp = model.engine.tensor_parallel_size
     res = model.resources
-    accelerator = res.accelerator if res.accelerator != "auto" else ("gpu" if cluster_has_gpus else "cpu")
+    accelerator = accelerator_of(model, cluster_has_gpus)
     scaling = model.scaling
     options: dict[str, Any] = {
         "name": deployment_name(model.name),
@@ -53,33 +53,87 @@ def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
         options["ray_actor_options"] = {"num_cpus": res.replica_cpus, "num_gpus": res.gpus_per_shard}
     else:
         options["ray_actor_options"] = {"num_cpus": res.cpus_per_shard * tp}
-        engine_overrides["distributed_executor_backend"] = model.engine.distributed_executor_backend or (
-            "mp" if tp > 1 else None)
+        engine_overrides["distributed_executor_backend"] = _cpu_executor(model)
     return options, engine_overrides
 
 
+def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[dict[str, Any], dict[str, dict]]:
+    """(Ray Serve options of the ingress deployment, engine field overrides per model placed in it).
+
+    Each ingress replica reserves what its engines need: on CPU the sum of the models'
+    `cpus_per_shard` x TP; on GPU one device that its models share (the largest `gpus_per_shard`,
+    plus `replica_cpus` each), so their `gpu_memory_utilization` must add up to at most 1. A model
+    with TP>1 on GPUs needs a placement group of its own: `placement: deployment`.
+    """
+    router = config.router
+    local = [m for m in config.models if m.placement == "ingress"]
+    cpus, gpus, gpu_share, overrides = 0.0, 0.0, 0.0, {}
+    for model in local:
+        if accelerator_of(model, cluster_has_gpus) == "gpu":
+            if model.engine.tensor_parallel_size > 1:
+                raise ValueError(f"model {model.name!r}: tensor_parallel_size {model.engine.tensor_parallel_size} "
+                                 "on GPUs needs a placement group of its own; give it `placement: deployment`")
+            cpus += model.resources.replica_cpus
+            gpus = max(gpus, model.resources.gpus_per_shard)
+            gpu_share += model.engine.gpu_memory_utilization
+            overrides[model.name] = {}
+        else:
+            cpus += model.resources.cpus_per_shard * model.engine.tensor_parallel_size
+            overrides[model.name] = {"distributed_executor_backend": _cpu_executor(model)}
+    if gpu_share > 1:
+        raise ValueError(f"the models placed in the ingress share its GPU, but their gpu_memory_utilization add up "
+                         f"to {gpu_share:g}; lower them to a sum of at most 1, or place some as `deployment`")
+    options: dict[str, Any] = {
+        "name": "router",
+        # The router's own limit (429 in the API's shape) must trip before Ray's; the headroom also
+        # keeps /health and /ready answering when it is full.
+        "max_ongoing_requests": router.max_ongoing_requests + ROUTER_PROBE_HEADROOM,
+        "ray_actor_options": {"num_cpus": cpus} | ({"num_gpus": gpus} if gpus else {}),
+    }
+    if router.autoscaling:
+        options["autoscaling_config"] = {"min_replicas": router.min_replicas, "max_replicas": router.max_replicas,
+                                         "target_ongoing_requests": router.target_ongoing_requests}
+    else:
+        options["num_replicas"] = router.num_replicas
+    if local:  # replicas that hold engines: health-checked, drained and failed like the model deployments
+        options |= {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 30,
+                    "max_constructor_retry_count": min(m.scaling.max_constructor_retry_count for m in local)}
+    return options, overrides
+
+
+def accelerator_of(model: EmbedDeploymentConfig | RerankDeploymentConfig, cluster_has_gpus: bool) -> str:
+    res = model.resources
+    return res.accelerator if res.accelerator != "auto" else ("gpu" if cluster_has_gpus else "cpu")
+
+
+def _cpu_executor(model: EmbedDeploymentConfig | RerankDeploymentConfig) -> str | None:
+    """On CPU, TP shards are vLLM worker processes next to the engine."""
+    return model.engine.distributed_executor_backend or ("mp" if model.engine.tensor_parallel_size > 1 else None)
+
+
 def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = None):
-    """The bound application: one deployment per model, and the router in front."""
+    """The bound application: the router as the HTTP ingress, holding the engines of the models
+    placed in it, and one deployment per model placed on its own."""
     from serving.deployments.model_servers import EmbedServer, RerankServer
     from serving.deployments.router import Router
 
     servers = {"embed": EmbedServer, "rerank": RerankServer}
-    handles = {}
+    handles, local = {}, {}
     has_gpus = _cluster_has_gpus()
+    router_options, local_overrides = ingress_options(config, has_gpus)
     for model in config.models:
-        options, engine_overrides = replica_options(model, has_gpus)
-        deployed = model.model_copy(update={"engine": model.engine.model_copy(update=engine_overrides)})
-        handles[model.name] = servers[model.kind].options(**options).bind(deployed.model_dump(mode="json"))
-    router = Router.options(
-        name="router", num_replicas=config.router.num_replicas,
-        # The router's own limit (429 in the API's shape) must trip before Ray's, which would queue
-        # at the proxy; the headroom also keeps /health and /ready answering when it is full.
-        max_ongoing_requests=config.router.max_ongoing_requests + ROUTER_PROBE_HEADROOM,
-        ray_actor_options={"num_cpus": 0},
-    )
+        if model.placement == "ingress":
+            overrides = local_overrides[model.name]
+        else:
+            options, overrides = replica_options(model, has_gpus)
+        deployed = model.model_copy(update={"engine": model.engine.model_copy(update=overrides)})
+        if model.placement == "ingress":
+            local[model.name] = deployed.model_dump(mode="json")
+        else:
+            handles[model.name] = servers[model.kind].options(**options).bind(deployed.model_dump(mode="json"))
     # SecretStr dumps as "**********" in JSON mode; the router needs the real keys.
     router_config = config.model_dump(mode="json") | {"api_keys": [k.get_secret_value() for k in config.api_keys]}
-    return router.bind(router_config, handles, sources or {})
+    return Router.options(**router_options).bind(router_config, handles, sources or {}, local)
 
 
 def app_builder(args: dict[str, Any]):

@@ -1,4 +1,5 @@
-"""Ray Serve deployments that each hold one vLLM engine per replica."""
+"""The models: one vLLM engine each, as plain classes the ingress holds in process
+(`placement: ingress`), and as Ray Serve deployments of their own (`placement: deployment`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
 from serving.engines.truncation import DEFAULT, Truncation
 
 
-class _EngineServer:
-    """Health and shutdown shared by the model deployments."""
+class _EngineModel:
+    """Health and shutdown shared by the models."""
 
     engine: Any = None  # stays None if __init__ failed
 
@@ -35,13 +36,15 @@ class _EngineServer:
             update["cpu_omp_threads_bind"] = cores_for_replica(engine.cpu_omp_threads_bind, _local_rank())
         return engine.model_copy(update=update) if update else engine
 
-    def __del__(self):  # Serve calls this on graceful replica shutdown
+    def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
 
+    def __del__(self):  # Serve calls this on graceful replica shutdown
+        self.shutdown()
 
-@serve.deployment
-class EmbedServer(_EngineServer):
+
+class EmbedModel(_EngineModel):
     def __init__(self, config: dict[str, Any]):
         from serving.engines.embed import EmbedEngine
 
@@ -66,8 +69,7 @@ class EmbedServer(_EngineServer):
                 "max_model_len": self.engine.inputs.max_model_len}
 
 
-@serve.deployment
-class RerankServer(_EngineServer):
+class RerankModel(_EngineModel):
     def __init__(self, config: dict[str, Any]):
         from serving.engines.rerank import RerankEngine
 
@@ -84,6 +86,12 @@ class RerankServer(_EngineServer):
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len}
+
+
+MODELS = {"embed": EmbedModel, "rerank": RerankModel}
+# The same classes as deployments of their own (`placement: deployment`).
+EmbedServer = serve.deployment(name="EmbedServer")(EmbedModel)
+RerankServer = serve.deployment(name="RerankServer")(RerankModel)
 
 
 def _local_rank() -> int:

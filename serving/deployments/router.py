@@ -1,5 +1,10 @@
-"""The router: the single HTTP ingress. Routes by `model`, splits alias traffic, chunks large
-embedding requests across replicas, and turns engine and Ray errors into API errors."""
+"""The router: the single HTTP ingress. Routes by `model`, splits alias traffic, and turns engine
+and Ray errors into API errors.
+
+Models placed in the ingress (the default) run in its own process: a request goes from HAProxy to
+this replica's HTTP server and on to the engine, one hop, as in `vllm serve`. Models placed in
+deployments of their own are reached through handles: small requests share calls, large
+embedding requests are chunked across replicas and reassembled."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -14,7 +21,7 @@ from ray import serve
 
 from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLarge, Unavailable, ValidationFailed
 from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
-from serving.config import AppConfig, EmbedDeploymentConfig, RouterConfig
+from serving.config import AppConfig, EmbedDeploymentConfig, RouterConfig, ScalingConfig
 from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.truncation import Truncation
 from serving.merging import CallMerger, QueueFull
@@ -26,10 +33,13 @@ logger = logging.getLogger(__name__)
 @serve.deployment
 @serve.ingress()
 class Router:
-    def __init__(self, config: dict[str, Any], handles: dict[str, Any], sources: dict[str, dict[str, Any]]):
+    def __init__(self, config: dict[str, Any], handles: dict[str, Any], sources: dict[str, dict[str, Any]],
+                 local: dict[str, dict[str, Any]] | None = None):
         from serving.metrics import RequestMetrics
 
         self.config = AppConfig.model_validate(config)
+        self.local = start_local_models(local or {})  # model name -> EmbedModel / RerankModel in this process
+        self._limits = {name: InFlightLimit(self.config.model(name).scaling) for name in self.local}
         self.handles = handles  # deployment name -> DeploymentHandle
         self.sources = sources  # deployment name -> {"source": ..., "fallback": bool}
         self.table = ModelTable(self.config)
@@ -42,7 +52,16 @@ class Router:
                                             max_batch=self.config.limits.embed_chunk_size,
                                             max_pending=m.scaling.max_queued_requests)
                          for m in self.config.models
-                         if m.kind == "embed" and self.config.router.merged_embed_calls_per_replica}
+                         if m.kind == "embed" and m.name in self.handles
+                         and self.config.router.merged_embed_calls_per_replica}
+
+    async def check_health(self) -> None:  # Ray Serve replaces the replica if an engine of its own is dead
+        for model in self.local.values():
+            await model.check_health()
+
+    def __del__(self):  # graceful replica shutdown: no engine process outlives the replica
+        for model in getattr(self, "local", {}).values():
+            model.shutdown()
 
     def __serve_build_asgi_app__(self):
         from serving.api.routes import build_api
@@ -63,6 +82,9 @@ class Router:
         options = {"input_type": request.input_type, "instruction": request.instruction,
                    "dimensions": request.dimensions, "truncation": _truncation(request),
                    "normalize": request.use_activation is not False}
+        if name in self.local:
+            result = await self._call_local(name, lambda model: model.embed(inputs, **options))
+            return name, result.embeddings, result.prompt_tokens
         if name in self._mergers and len(inputs) < self.config.limits.embed_chunk_size:
             # Small requests share handle calls with their concurrent neighbours.
             try:
@@ -83,15 +105,28 @@ class Router:
 
     async def rerank(self, request: RerankRequest, routing_key: str) -> tuple[str, list[float], int]:
         name = self._resolve(request.model, "rerank", routing_key)
-        # One call per request: its documents share a prefix that is cached on that replica.
-        [result] = await _gather([self.handles[name].rerank.remote(
-            request.query, request.texts(), instruction=request.instruction,
-            max_tokens_per_doc=request.max_tokens_per_doc or None,  # 0 means no limit, as in vLLM
-            max_tokens_per_query=request.max_tokens_per_query or None,
-            truncation=_truncation(request), raw_scores=request.use_activation is False)])
+        args = (request.query, request.texts())
+        options = {"instruction": request.instruction,
+                   "max_tokens_per_doc": request.max_tokens_per_doc or None,  # 0 means no limit, as in vLLM
+                   "max_tokens_per_query": request.max_tokens_per_query or None,
+                   "truncation": _truncation(request), "raw_scores": request.use_activation is False}
+        if name in self.local:
+            result = await self._call_local(name, lambda model: model.rerank(*args, **options))
+        else:  # one call per request: its documents share a prefix that is cached on that replica
+            [result] = await _gather([self.handles[name].rerank.remote(*args, **options)])
         return name, result.scores, result.prompt_tokens
 
+    async def _call_local(self, name: str, call):
+        """``call(model)`` on a model of this replica, within its in-flight limit, errors as API errors."""
+        with self._limits[name].slot():
+            try:
+                return await call(self.local[name])
+            except Exception as exc:
+                raise _api_error(exc) from None
+
     async def _model_info(self, name: str) -> dict[str, Any]:
+        if name in self.local:
+            return self.local[name].info()
         if name not in self._info:
             self._info[name] = await self.handles[name].info.remote()
         return self._info[name]
@@ -115,13 +150,14 @@ class Router:
 
     async def readiness(self) -> dict[str, str]:
         async def probe(name: str) -> str:
+            check = self.local[name].ready() if name in self.local else self.handles[name].ready.remote()
             try:
-                await asyncio.wait_for(self.handles[name].ready.remote(), self.config.router.health_timeout_s)
+                await asyncio.wait_for(check, self.config.router.health_timeout_s)
                 return "ready"
             except Exception as exc:
                 return f"unavailable: {type(exc).__name__}"
 
-        names = list(self.handles)
+        names = [m.name for m in self.config.models]
         return dict(zip(names, await asyncio.gather(*(probe(n) for n in names))))
 
     async def metrics_text(self) -> str:
@@ -141,6 +177,44 @@ class Router:
         except httpx.HTTPError as exc:
             raise Unavailable(f"metrics agent not reachable: {type(exc).__name__}") from None
         return filter_exposition(response.text)
+
+
+class InFlightLimit:
+    """The queue bound of a model placed in the ingress, as its own deployment's replica would have
+    it: beyond `max_ongoing_requests` + `max_queued_requests` calls in flight (vLLM queues what its
+    batch cannot take), the next gets 429 with Retry-After. `max_queued_requests` -1: no bound."""
+
+    def __init__(self, scaling: ScalingConfig):
+        queued = scaling.max_queued_requests
+        self.bound = scaling.max_ongoing_requests + queued if queued >= 0 else -1
+        self.retry_after = str(max(1, math.ceil(scaling.retry_after_s)))
+        self.in_flight = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if 0 <= self.bound <= self.in_flight:
+            raise Overloaded("model is at capacity; retry later", headers={"Retry-After": self.retry_after})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+def start_local_models(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One engine per model placed in the ingress, started in turn; if one cannot start, the ones
+    already running are stopped before the error (one line naming the model) propagates."""
+    from serving.deployments.model_servers import MODELS
+
+    models: dict[str, Any] = {}
+    try:
+        for name, config in configs.items():
+            models[name] = MODELS[config["kind"]](config)
+    except BaseException:
+        for model in models.values():
+            model.shutdown()
+        raise
+    return models
 
 
 def resolve_model(table: ModelTable, name: str | None, kind: str, routing_key: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from serving.config import AppConfig
-from serving.deployments.app import deployment_name, replica_options
+from serving.deployments.app import deployment_name, ingress_options, replica_options
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -88,7 +88,7 @@ def test_cpu_tp2_runs_shards_as_processes_in_the_replica():
 
 
 def test_scaling_maps_to_ray_serve_options():
-    options, _ = replica_options(model(scaling={"autoscaling": True, "min_replicas": 1, "max_replicas": 4,
+    options, _ = replica_options(model(placement="deployment", scaling={"autoscaling": True, "min_replicas": 1, "max_replicas": 4,
                                                 "target_ongoing_requests": 16, "max_ongoing_requests": 64,
                                                 "max_queued_requests": 100, "retry_after_s": 3}))
     assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
@@ -99,3 +99,48 @@ def test_scaling_maps_to_ray_serve_options():
 
 def test_deployment_names_are_safe_for_ray():
     assert deployment_name("Qwen/Qwen3-Embedding-0.6B") == "Qwen--Qwen3-Embedding-0.6B"
+
+
+def app(*models, **fields) -> AppConfig:
+    return AppConfig.model_validate({"models": list(models)} | fields)
+
+
+EMBED = {"name": "e", "kind": "embed"}
+RERANK = {"name": "r", "kind": "rerank"}
+
+
+def test_models_live_in_the_ingress_by_default_and_it_reserves_their_cpus():
+    config = app(EMBED | {"resources": {"cpus_per_shard": 0.5}},
+                 RERANK | {"engine": {"tensor_parallel_size": 2}, "resources": {"cpus_per_shard": 0.25}})
+    options, engines = ingress_options(config)
+    assert options["ray_actor_options"] == {"num_cpus": 1.0}
+    assert engines == {"e": {"distributed_executor_backend": None}, "r": {"distributed_executor_backend": "mp"}}
+    assert options["num_replicas"] == 1 and options["max_constructor_retry_count"] == 1
+    assert options["health_check_period_s"] and options["graceful_shutdown_timeout_s"]
+
+
+def test_ingress_models_share_one_gpu_and_its_memory():
+    config = app(EMBED | {"engine": {"gpu_memory_utilization": 0.45}}, RERANK | {"engine": {"gpu_memory_utilization": 0.45}})
+    options, _ = ingress_options(config, cluster_has_gpus=True)
+    assert options["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0}
+    with pytest.raises(ValueError, match="add up to 1.8"):
+        ingress_options(app(EMBED, RERANK), cluster_has_gpus=True)  # 0.9 each by default
+    with pytest.raises(ValueError, match="placement: deployment"):
+        ingress_options(app(EMBED | {"engine": {"tensor_parallel_size": 2}}), cluster_has_gpus=True)
+
+
+def test_a_deployment_model_leaves_the_ingress_and_the_ingress_scales_by_router_settings():
+    config = app(EMBED | {"placement": "deployment", "scaling": {"num_replicas": 3}},
+                 router={"autoscaling": True, "min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4})
+    options, engines = ingress_options(config)
+    assert engines == {} and options["ray_actor_options"] == {"num_cpus": 0.0}
+    assert options["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4}
+    assert "num_replicas" not in options and "health_check_period_s" not in options
+    assert replica_options(config.models[0])[0]["num_replicas"] == 3
+
+
+def test_replicas_of_an_ingress_model_are_set_on_the_router_not_the_model():
+    with pytest.raises(ValueError, match="router.num_replicas"):
+        app(EMBED | {"scaling": {"num_replicas": 2}})
+    with pytest.raises(ValueError, match="router.num_replicas"):
+        app(EMBED | {"scaling": {"autoscaling": True, "max_replicas": 2}})

@@ -127,5 +127,5 @@ def test_merged_calls_in_flight_leave_autoscaling_its_signal(scaling, per_replic
     from serving.config import EmbedDeploymentConfig, RouterConfig
     from serving.deployments.router import merged_calls_in_flight
 
-    model = EmbedDeploymentConfig(name="e", scaling=scaling)
+    model = EmbedDeploymentConfig(name="e", placement="deployment", scaling=scaling)
     assert merged_calls_in_flight(model, RouterConfig(merged_embed_calls_per_replica=per_replica)) == expected
