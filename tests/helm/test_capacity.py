@@ -1,7 +1,9 @@
 """The worker groups can hold every model replica the embedded app config asks for.
 
-Each replica's demand comes from the app's own `replica_options` (the Ray Serve options it
-deploys with), not from a second copy of the rule:
+Each replica's demand comes from the app's own `ingress_options` / `replica_options` (the Ray
+Serve options it deploys with), not from a second copy of the rule. An ingress replica holds
+the engines of every model placed in it (CPU: the sum of their CPUs; GPU: one shared GPU). A
+`placement: deployment` model's replica:
   - GPU, TP=1: one actor with `replica_cpus` CPUs and `gpus_per_shard` GPUs;
   - GPU, TP=N>1: a STRICT_PACK placement group (one CPU bundle + N GPU bundles) that must fit
     on ONE node, so it is packed as a single item of the bundles' sum;
@@ -29,7 +31,7 @@ import pytest
 import yaml
 
 from serving.config import AppConfig
-from serving.deployments.app import replica_options
+from serving.deployments.app import ingress_options, replica_options
 from tests.helm.conftest import CHART, cluster_specs, load_values, objects, of_kind
 
 Item = tuple[str, float, float]  # (label, cpus, gpus)
@@ -49,8 +51,16 @@ def _cpu(quantity: str | int | float) -> float:
 
 
 def replica_demand(config: AppConfig, cluster_has_gpus: bool, peak: bool) -> list[Item]:
-    items = []
+    """One item per replica: the ingress's (which hold the engines of the models placed in it)
+    and each `placement: deployment` model's."""
+    options, _ = ingress_options(config, cluster_has_gpus)
+    actor = options["ray_actor_options"]
+    auto = options.get("autoscaling_config")
+    count = (auto["max_replicas"] if peak else auto["min_replicas"]) if auto else options["num_replicas"]
+    items = [(f"ingress#{i}", actor.get("num_cpus", 0), actor.get("num_gpus", 0)) for i in range(count)]
     for model in config.models:
+        if model.placement == "ingress":
+            continue
         options, _ = replica_options(model, cluster_has_gpus)
         if "placement_group_bundles" in options:
             bundles = options["placement_group_bundles"]
@@ -117,8 +127,10 @@ def test_gpu_shapes_reserve_gpus_for_every_model():
 
 
 def test_too_few_gpus_is_caught():
-    # Defaults: two 1-GPU models on two 1-GPU pods. One pod leaves a model without a GPU.
-    assert unplaced_replicas({"workerGroups": {"gpu": {"replicas": 1, "minReplicas": 1}}}, peak=False)
+    # gpu-0.6b: two ingress replicas, each holding both models on its one GPU, on two 1-GPU pods.
+    values = load_values(CHART / "ci" / "gpu-0.6b-values.yaml")
+    values["workerGroups"]["gpu"].update(replicas=1, minReplicas=1)
+    assert unplaced_replicas(values, peak=False) == ["ingress#1"]
 
 
 def test_tp2_replica_must_fit_on_one_pod():
@@ -131,7 +143,7 @@ def test_tp2_replica_must_fit_on_one_pod():
 
 
 def test_autoscaled_peak_needs_the_ray_autoscaler():
-    # gpu-0.6b peaks at 4 + 4 one-GPU replicas; without the Ray autoscaler the 2 pods stay 2.
+    # gpu-0.6b peaks at 8 one-GPU ingress replicas; without the Ray autoscaler the 2 pods stay 2.
     values = load_values(CHART / "ci" / "gpu-0.6b-values.yaml")
     values["autoscaling"]["enabled"] = False
     assert unplaced_replicas(values, peak=False) == []

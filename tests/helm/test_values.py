@@ -50,7 +50,7 @@ def test_values_schema_rejects_bad_values(values, where):
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"workerGroups": {"gpu": {"minReplicas": 3}}}, "need minReplicas (3) <= replicas (2)"),
+    ({"workerGroups": {"gpu": {"minReplicas": 3}}}, "need minReplicas (3) <= replicas (1)"),
     ({"rayService": {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}}, "needs autoscaling.enabled"),
 ])
 def test_templates_reject_inconsistent_values(values, message):

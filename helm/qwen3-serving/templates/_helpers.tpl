@@ -117,13 +117,19 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
 - name: HF_HOME
   value: {{ .Values.modelCache.mountPath | quote }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
-  value: {{ ternary "1" "0" (eq (dig "http" "ingress" "proxy" .Values.appConfig) "haproxy") | quote }}
+  value: {{ ternary "1" "0" (eq (dig "http" "ingress" "haproxy" .Values.appConfig) "haproxy") | quote }}
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
-  value: {{ ternary "1" "0" (dig "http" "throughput_optimized" false .Values.appConfig) | quote }}
+  value: {{ ternary "1" "0" (dig "http" "throughput_optimized" true .Values.appConfig) | quote }}
 {{- $timeout := dig "http" "request_timeout_s" 300 .Values.appConfig }}
-{{- if and (eq (dig "http" "ingress" "proxy" .Values.appConfig) "haproxy") $timeout }}
+{{- $haproxy := eq (dig "http" "ingress" "haproxy" .Values.appConfig) "haproxy" }}
+{{- if and $haproxy $timeout }}
 - name: RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S
   value: {{ ceil $timeout | int | quote }}
+{{- end }}
+{{- $threads := dig "http" "haproxy_threads" nil .Values.appConfig }}
+{{- if and $haproxy $threads }}
+- name: RAY_SERVE_HAPROXY_NBTHREAD
+  value: {{ $threads | int | quote }}
 {{- end }}
 {{- $secret := include "qwen3-serving.secretName" . }}
 {{- if $secret }}
