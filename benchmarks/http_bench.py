@@ -11,7 +11,7 @@ us wrote, with the same request files for every peer; the in-process EmbedEngine
 get the same requests at the same concurrency as the ceiling. During each point the CPU share
 of every process of the server's and the client's trees is sampled. Results go to
 benchmarks/results/http-<shape>-<timestamp>.json with versions, the machine, every point,
-the prompt-token agreement and issue 9's goals; PNG plots are drawn next to it.
+the prompt-token agreement and issue 15's goals; PNG plots are drawn next to it.
 """
 
 from __future__ import annotations
@@ -196,8 +196,8 @@ def write_result(out: Path, *, args: argparse.Namespace, argv: list[str] | None,
                      "models": {k: str(v) for k, v in models.items()}},
         "peers": statuses,
         "goals": http_report.goals(measurements),  # the defaults
-        "goals_ours_fast": http_report.goals(measurements, "ours-fast") if any(
-            m.peer == "ours-fast" for m in measurements) else None,
+        "goals_ours_routed": http_report.goals(measurements, "ours-routed") if any(
+            m.peer == "ours-routed" for m in measurements) else None,
         "token_agreement": http_report.token_agreement(measurements),
         "points": [m.to_json() for m in measurements],
     }
@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", default=None, help="sweep for client batch 1 and 32 (default 1,8,16,32,64; batch 32 stops at 32)")
     parser.add_argument("--shape", choices=list(SHAPES), default=None, help="model shape (default 0.6b-shaped)")
     parser.add_argument("--requests-scale", type=float, default=1.0, help="multiply every point's request count")
-    parser.add_argument("--workloads", default=None, help="comma-separated subset of embed-b1,embed-b32,embed-short,rerank-50")
+    parser.add_argument("--workloads", default=None,
+                        help="comma-separated subset of embed-b1,embed-q32,embed-b32,embed-short,rerank-50")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/http-...)")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--no-plots", action="store_true")
@@ -283,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     print(http_report.table(measurements))
     print()
     print(http_report.goals_table(result["goals"]))
-    if result["goals_ours_fast"]:
-        print("\nwith http.ingress haproxy and http.throughput_optimized (ours-fast):")
-        print(http_report.goals_table(result["goals_ours_fast"]))
+    if result["goals_ours_routed"]:
+        print("\nthe path before issue 15 (ours-routed: proxy -> router -> model replica):")
+        print(http_report.goals_table(result["goals_ours_routed"]))
     for s in statuses:
         if not s.get("ran"):
             print(f"not run: {s['peer']}/{s['task']}: {s.get('reason')}")

@@ -62,29 +62,39 @@ class Peer:
 
 
 def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int, settings: EngineSettings,
-                    replicas: int = 1, http: dict[str, Any] | None = None) -> dict[str, Any]:
+                    replicas: int = 1, http: dict[str, Any] | None = None, placement: str = "ingress"
+                    ) -> dict[str, Any]:
+    """Our app on the benchmark's checkpoints. ``placement: ingress`` (the default): the engines live
+    in the ingress replicas, whose count is ``router.num_replicas``; ``deployment``: each model is a
+    deployment of its own behind the router."""
     deployments = []
     for task in tasks:
         model = models["embedding" if task == "embed" else "reranker"]
         engine = settings.engine(task, model)
         if replicas > 1:  # each replica its own core (a list binds replica r of a node to entry r)
             engine["cpu_omp_threads_bind"] = [str(r % (os.cpu_count() or 1)) for r in range(replicas)]
+        scaling = {"max_ongoing_requests": 64, "max_queued_requests": 512}
+        if placement == "deployment":
+            scaling["num_replicas"] = replicas
         deployments.append({
             "name": EMBED_NAME if task == "embed" else RERANK_NAME, "kind": task, "engine": engine,
-            "scaling": {"num_replicas": replicas, "max_ongoing_requests": 64, "max_queued_requests": 512},
-            "resources": {"accelerator": "cpu", "cpus_per_shard": 0.5}})
-    return {"models": deployments, "http": {"host": "127.0.0.1", "port": port, **(http or {})},
-            "fallback_to_tiny_models": False}
+            "placement": placement, "scaling": scaling, "resources": {"accelerator": "cpu", "cpus_per_shard": 0.5}})
+    config = {"models": deployments, "http": {"host": "127.0.0.1", "port": port, **(http or {})},
+              "fallback_to_tiny_models": False}
+    if placement == "ingress" and replicas > 1:
+        config["router"] = {"num_replicas": replicas}
+    return config
 
 
-# Ray Serve's opt-in fast path (serving.config.HttpConfig): HAProxy ingress, gRPC handles.
-FAST_PATH = {"ingress": "haproxy", "throughput_optimized": True}
+# The request path before issue 15 (the landed defaults until then): Ray Serve's Python proxy, a
+# router replica, and each model in a deployment of its own: three Python hops per request.
+ROUTED_HTTP = {"ingress": "proxy", "throughput_optimized": False}
 
 
-def _ours(replicas: int, http: dict[str, Any] | None = None) -> Callable[..., Launch]:
+def _ours(replicas: int, http: dict[str, Any] | None = None, placement: str = "ingress") -> Callable[..., Launch]:
     def launch(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path,
                settings: EngineSettings) -> Launch:
-        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http))
+        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http, placement))
         # RAY_ADDRESS=local: a private Ray instance, never a cluster someone else started on this machine.
         return Launch([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
                       {"RAY_ADDRESS": "local"}, f"http://127.0.0.1:{port}/ready", {"app.yaml": config})
@@ -184,9 +194,11 @@ _EMBED_ONLY_RERANK = ("Qwen3-Reranker is a causal LM scored on the yes/no logits
 
 PEERS: dict[str, Peer] = {
     "ours": Peer("ours", ("embed", "rerank"), _ours(1), _OPENAI, _PATHS, multi_model=True,
-                 note="qwen3-serve serve (Ray Serve router + one EmbedEngine/RerankEngine replica)"),
-    "ours-fast": Peer("ours-fast", ("embed", "rerank"), _ours(1, FAST_PATH), _OPENAI, _PATHS, multi_model=True,
-                      note="ours with http.ingress haproxy and http.throughput_optimized true"),
+                 note="qwen3-serve serve, defaults: HAProxy -> the ingress replica, which holds the engine (one hop)"),
+    "ours-routed": Peer("ours-routed", ("embed", "rerank"), _ours(1, ROUTED_HTTP, "deployment"), _OPENAI, _PATHS,
+                        multi_model=True,
+                        note="the path before issue 15: Ray's Python proxy -> router replica -> model replica "
+                             "(placement: deployment, http.ingress proxy, throughput_optimized false)"),
     "vllm": Peer("vllm", ("embed", "rerank"), _vllm, _OPENAI, _PATHS,
                  note="python -m vllm.entrypoints.openai.api_server --runner pooling (same vLLM as ours)"),
     "infinity": Peer("infinity", ("embed",), _infinity, {"embed": "infinity-embeddings"}, {"embed": "/embeddings"},
@@ -198,12 +210,12 @@ PEERS: dict[str, Peer] = {
                unsupported={"rerank": "sentence-transformers has no Qwen3-Reranker (yes/no logit) scorer; "
                                       "the reranker reference is the in-process transformers loop of engine_bench"}),
     "ours-2replicas": Peer("ours-2replicas", ("embed",), _ours(2), _OPENAI, _PATHS,
-                           note="ours with scaling.num_replicas 2, each replica's engine bound to a core of its "
-                                "own (cpu_omp_threads_bind [\"0\", \"1\"])"),
+                           note="ours with router.num_replicas 2 (two ingress replicas, one engine each), each "
+                                "engine bound to a core of its own (cpu_omp_threads_bind [\"0\", \"1\"])"),
 }
 # Not a server: EmbedEngine / RerankEngine driven in-process (benchmarks.inprocess), the ceiling.
 INPROCESS = "inprocess"
-ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-fast", "infinity", "st", "ours-2replicas")  # goals: the first three
+ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas")  # goals: the first three
 
 
 def prepare(peer: Peer) -> None:

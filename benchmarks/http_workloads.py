@@ -56,6 +56,8 @@ def full_workloads(concurrency: Sequence[int]) -> list[HttpWorkload]:
     c = tuple(concurrency)
     return [
         HttpWorkload("embed-b1", "embed", 1, 256, c, requests=400),
+        # One short search query per request (at most 32 tokens): where the path's fixed cost shows most.
+        HttpWorkload("embed-q32", "embed", 1, 32, c, requests=400),
         # 32 inputs per request saturates the engine from a few concurrent requests on; past 32
         # (1,024 inputs in flight) a point only adds minutes of queueing.
         HttpWorkload("embed-b32", "embed", 32, 256, tuple(x for x in c if x <= 32) or c[:1], requests=32,

@@ -28,48 +28,52 @@ from benchmarks.venvs import REPO_ROOT
 
 logger = logging.getLogger("benchmarks.loadgen")
 
-RUN_STARTS = "Starting main benchmark run"  # what `vllm bench serve` prints around its timed run
-RUN_ENDS = "Serving Benchmark Result"
 RUN_FAILED = "point failed"
 # `vllm bench serve` for several points from one process, one after the other, so its imports and
 # tokenizer load are paid once per server rather than once per point. Each entry of the JSON list
 # is the argument list of one `vllm bench serve` run; a point that raises does not stop the rest.
-# The CPU window of each point opens and closes inside this process, at the moment `vllm bench serve`
-# prints that its timed run starts and that it ended: a harness polling the log would open it late
-# (or after the run, for a run shorter than its polling interval) on a fast machine.
+# The CPU window of each point opens and closes inside this process, around exactly the timed
+# requests: `vllm bench serve` reads the server's /metrics just before them (spec-decode, then
+# diffusion counters) and just after (spec-decode first), so the window opens when the "before"
+# reads return and closes when the first "after" read starts. A harness polling the log would open
+# it late, or after a run shorter than its polling interval, and would count the /metrics scrapes
+# (ours answers them from Ray's metrics agent) as request-path CPU.
 BENCH_SERVE = """
-import builtins, json, os, sys, traceback
+import json, os, sys, traceback
+import vllm.benchmarks.serve as bench
 from benchmarks.procs import CpuWindow
-from vllm.benchmarks.serve import add_cli_args, main
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 plan, server_pid, cpu_prefix = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
-point, window, _print = [0], [None], builtins.print
+state = {"point": 0, "phase": "before", "window": None}
+spec_decode, diffusion = bench.fetch_spec_decode_metrics, bench.fetch_diffusion_metrics
 
-def print_with_cpu_window(*args, **kwargs):
-    text = " ".join(map(str, args))
-    if "{RUN_STARTS}" in text:
-        window[0] = CpuWindow({"server": server_pid, "load generator": os.getpid()})
-        window[0].start()
-    elif "{RUN_ENDS}" in text and window[0] is not None:
-        rows, window[0] = window[0].stop(), None
-        with open(f"{cpu_prefix}{point[0]}.json", "w") as f:
+async def diffusion_then_open(*args, **kwargs):
+    result = await diffusion(*args, **kwargs)
+    if state["phase"] == "before":  # the last read before the timed requests
+        state["window"], state["phase"] = CpuWindow({"server": server_pid, "load generator": os.getpid()}), "run"
+        state["window"].start()
+    return result
+
+async def close_then_spec_decode(*args, **kwargs):
+    if state["phase"] == "run":  # the first read after them
+        rows, state["phase"] = state["window"].stop(), "after"
+        with open(f"{cpu_prefix}{state['point']}.json", "w") as f:
             json.dump(rows, f)
-    _print(*args, **kwargs)
+    return await spec_decode(*args, **kwargs)
 
-builtins.print = print_with_cpu_window
+bench.fetch_diffusion_metrics, bench.fetch_spec_decode_metrics = diffusion_then_open, close_then_spec_decode
 for i, argv in enumerate(plan):
-    point[0], window[0] = i, None
+    state.update(point=i, phase="before", window=None)
     print(f"=== point {i} ===", flush=True)
     parser = FlexibleArgumentParser()
-    add_cli_args(parser)
+    bench.add_cli_args(parser)
     try:
-        main(parser.parse_args(argv))
+        bench.main(parser.parse_args(argv))
     except Exception:
         traceback.print_exc()
         print(f"{RUN_FAILED} {i}", flush=True)
 """
-for _marker, _value in (("{RUN_FAILED}", RUN_FAILED), ("{RUN_STARTS}", RUN_STARTS), ("{RUN_ENDS}", RUN_ENDS)):
-    BENCH_SERVE = BENCH_SERVE.replace(_marker, _value)
+BENCH_SERVE = BENCH_SERVE.replace("{RUN_FAILED}", RUN_FAILED)
 
 
 @dataclass

@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = (("embed-b1", "req_per_s", "1 input per request: requests/s"),
+PANELS = (("embed-b1", "req_per_s", "1 input (256 tokens) per request: requests/s"),
+          ("embed-q32", "req_per_s", "1 short query (<= 32 tokens) per request: requests/s"),
           ("embed-b32", "tok_per_s", "32 inputs per request: tokens/s"))
 
 
@@ -33,7 +34,7 @@ def main(path):
     title = f"{result['shape']} model, {result['machine'].get('cpus_usable')} CPUs ({mode} run)"
     out = []
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5))
     for ax, (workload, key, label) in zip(axes, PANELS):
         for peer in peers:
             _, xs, ys = series(points, workload, peer, key)
@@ -50,7 +51,7 @@ def main(path):
     out.append(Path(path).with_name(Path(path).stem + "-throughput.png"))
     fig.savefig(out[-1], dpi=110)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5))
     for ax, (workload, key, label) in zip(axes, PANELS):
         for peer in peers:
             rows, xs, ys = series(points, workload, peer, key)

@@ -37,14 +37,18 @@ def test_ours_and_vllm_report_the_tokens_the_serving_tokenizer_counts(report):
 
 
 def test_each_point_records_throughput_latency_and_server_cpu(report):
+    # The CPU window opens and closes with the timed run inside the load generator, so even a run
+    # shorter than a polling interval (a fast CPU, a few requests) finds the server at work.
     for p in report["points"]:
         server_cpu = sum(r["cpu_share"] for r in p["cpu"] if r["tree"] in ("server", "in-process"))
         assert p["req_per_s"] > 0 and p["tok_per_s"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"] and server_cpu > 0, p
+        assert p["cpu_ms_per_request_outside_worker"] > 0, p
 
 
 def test_goals_are_judged_against_vllm_and_the_in_process_engines(report):
     judged = {g["goal"].split(":")[0]: g["met"] for g in report["goals"]}
-    assert all(judged[k] in (True, False) for k in ("small requests", "batched requests", "rerank")), judged
+    for goal in ("small requests (embed-b1)", "batched requests", "rerank", "request path CPU"):
+        assert judged[goal] in (True, False), judged
 
 
 def test_report_records_versions_and_machine(report):

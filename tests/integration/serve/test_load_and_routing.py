@@ -53,8 +53,9 @@ async def test_200_concurrent_mixed_requests_each_get_their_own_result(base_url,
 
 
 async def test_merged_small_requests_keep_their_own_options_and_errors(base_url, auth):
-    """Concurrent small embedding requests share handle calls to the model (the router merges them);
-    each keeps its own options, its own answer and its own error."""
+    """Concurrent small embedding requests share the engine's batches (tiny-embed lives in the
+    ingress; merged handle calls to a deployment have unit tests); each keeps its own options, its
+    own answer and its own error."""
     bodies = [{"input": DOCUMENTS[0]}, {"input": DOCUMENTS[1], "dimensions": 32},
               {"input": [QUERIES[0], DOCUMENTS[2]], "input_type": "query", "instruction": "Find code"},
               {"input": [[1, 2, 10**9]]},  # a token id outside the vocabulary: 422 for this caller only
