@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", default=None, help="sweep for client batch 1 and 32 (default 1,8,16,32,64; batch 32 stops at 32)")
     parser.add_argument("--shape", choices=list(SHAPES), default=None, help="model shape (default 0.6b-shaped)")
     parser.add_argument("--requests-scale", type=float, default=1.0, help="multiply every point's request count")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                        help="every vLLM-based peer's dtype; float32 on CPUs without AVX-512 bf16, where bf16 is "
+                             "emulated (a 0.6B-shaped point then takes minutes)")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated subset of embed-b1,embed-q32,embed-b32,embed-short,rerank-50")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/http-...)")
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = [int(c) for c in (args.concurrency or ("1,8" if args.smoke else "1,8,16,32,64")).split(",")]
     workloads = scaled((smoke_workloads if args.smoke else full_workloads)(concurrency), args.requests_scale,
                        args.workloads)
-    settings = EngineSettings()
+    settings = EngineSettings(dtype=args.dtype)
     started = datetime.now(timezone.utc)
     load_start = os.getloadavg()[0]
 
