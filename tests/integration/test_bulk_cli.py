@@ -124,7 +124,9 @@ def test_committed_rows_were_not_recomputed(job):
     committed_files = {name for name in job["after_kill"]
                        if any(name.startswith(c.stem) for c in committed_checkpoints(job["out"]))}
     assert committed_files and all(now.get(name) == job["after_kill"][name] for name in committed_files)
-    summary = job["run2_log"].strip().splitlines()[-1]
+    # The summary line, wherever it is: Ray's raylet may still log the killed engine's worker after it.
+    summary = [line for line in job["run2_log"].splitlines() if "qwen3-serve encode: done:" in line][-1:] or [""]
+    summary = summary[0]
     total = N_GOOD + len(BAD)
     processed = total - len(job["ids_after_kill"])
     assert f"rows ok {processed - len(BAD):,}, rows failed {len(BAD)}," in summary, summary
