@@ -12,6 +12,8 @@ from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentCon
 
 APP_NAME = "qwen3"
 ROUTER_PROBE_HEADROOM = 16
+# Every replica that holds an engine (a model deployment's, or the ingress's with models placed in it).
+ENGINE_REPLICA_OPTIONS = {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 30}
 
 
 def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
@@ -33,9 +35,7 @@ def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
         "max_queued_requests": scaling.max_queued_requests,
         "backpressure_config": {"status_code": 429, "retry_after_s": scaling.retry_after_s},
         "max_constructor_retry_count": scaling.max_constructor_retry_count,
-        "health_check_period_s": 10,
-        "health_check_timeout_s": 30,
-        "graceful_shutdown_timeout_s": 30,
+        **ENGINE_REPLICA_OPTIONS,
     }
     if scaling.autoscaling:
         options["autoscaling_config"] = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
@@ -96,8 +96,8 @@ def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[
     else:
         options["num_replicas"] = router.num_replicas
     if local:  # replicas that hold engines: health-checked, drained and failed like the model deployments
-        options |= {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 30,
-                    "max_constructor_retry_count": min(m.scaling.max_constructor_retry_count for m in local)}
+        options |= ENGINE_REPLICA_OPTIONS | {
+            "max_constructor_retry_count": min(m.scaling.max_constructor_retry_count for m in local)}
     return options, overrides
 
 
@@ -123,17 +123,18 @@ def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = Non
     router_options, local_overrides = ingress_options(config, has_gpus)
     for model in config.models:
         if model.placement == "ingress":
-            overrides = local_overrides[model.name]
+            local[model.name] = _with_engine(model, local_overrides[model.name])
         else:
             options, overrides = replica_options(model, has_gpus)
-        deployed = model.model_copy(update={"engine": model.engine.model_copy(update=overrides)})
-        if model.placement == "ingress":
-            local[model.name] = deployed.model_dump(mode="json")
-        else:
-            handles[model.name] = servers[model.kind].options(**options).bind(deployed.model_dump(mode="json"))
+            handles[model.name] = servers[model.kind].options(**options).bind(_with_engine(model, overrides))
     # SecretStr dumps as "**********" in JSON mode; the router needs the real keys.
     router_config = config.model_dump(mode="json") | {"api_keys": [k.get_secret_value() for k in config.api_keys]}
     return Router.options(**router_options).bind(router_config, handles, sources or {}, local)
+
+
+def _with_engine(model: EmbedDeploymentConfig | RerankDeploymentConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The model's config as its engine's owner receives it: engine fields overridden, as JSON."""
+    return model.model_copy(update={"engine": model.engine.model_copy(update=overrides)}).model_dump(mode="json")
 
 
 def app_builder(args: dict[str, Any]):
