@@ -208,7 +208,20 @@ def local_ray_serve_env(http) -> dict[str, str]:
                       ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state")):
         if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
             env[f"RAY_SERVE_HAPROXY_{key}"] = os.path.join(files, name) if name else files
+    # HAProxy's Prometheus and stats listeners: Ray's fixed 9101 and 8404 would clash with any other
+    # Ray Serve on the machine, and HAProxy then fails to start.
+    for key in ("METRICS_PORT", "STATS_PORT"):
+        if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
+            env[f"RAY_SERVE_HAPROXY_{key}"] = str(_free_port())
     return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def _deployment_messages(app: str) -> str:
