@@ -114,6 +114,10 @@ class ScalingConfig(_Strict):
     min_replicas: int = Field(1, ge=0, description="Autoscaling floor.")
     max_replicas: int = Field(1, ge=1, description="Autoscaling ceiling.")
     target_ongoing_requests: float = Field(8, gt=0, description="Autoscaling target of in-flight requests per replica.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Autoscaling: how long load must stay above target "
+                                                           "before a replica is added (Ray's default).")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Autoscaling: how long load must stay below target "
+                                                              "before a replica is removed (Ray's default).")
     max_ongoing_requests: int = Field(32, ge=1, description="In-flight requests per replica before queueing.")
     max_queued_requests: int = Field(
         512, ge=-1, description="Requests queued at the caller beyond which new ones get 429; -1 = unbounded.")
@@ -210,6 +214,10 @@ class RouterConfig(_Strict):
     max_replicas: int = Field(1, ge=1, description="Ingress autoscaling ceiling.")
     target_ongoing_requests: float = Field(
         16, gt=0, description="Ingress autoscaling target of in-flight requests per replica.")
+    upscale_delay_s: float = Field(30.0, ge=0, description="Ingress autoscaling: how long load must stay above "
+                                                           "target before a replica is added (Ray's default).")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Ingress autoscaling: how long load must stay below "
+                                                              "target before a replica is removed (Ray's default).")
     max_ongoing_requests: int = Field(1000, ge=1, description="In-flight HTTP requests per ingress replica.")
     traffic_seed: int = Field(0, description="Seed of the deterministic weighted split of alias traffic.")
     health_timeout_s: float = Field(5.0, gt=0, description="How long /ready waits for each model deployment.")
@@ -228,6 +236,12 @@ class RouterConfig(_Strict):
         return self
 
 
+# What HAProxy resends to another replica: the replica was gone (connection refused or reset), closed
+# the connection before answering or sent a broken answer (it died mid-request), or answered 503 (its
+# engine died; the replica leaves at once). Ray's own 502/503/504 pages are HAProxy's, never retried.
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response 503"
+
+
 class HttpConfig(_Strict):
     host: str = Field("0.0.0.0", description="Bind address of Ray Serve's HTTP proxy.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
@@ -240,6 +254,15 @@ class HttpConfig(_Strict):
         None, ge=1, description="HAProxy's threads (RAY_SERVE_HAPROXY_NBTHREAD). None: Ray's default (4), or fewer "
                                 "when `qwen3-serve serve` starts Ray on a host with fewer than 8 cores (half of them, "
                                 "at least 1), so HAProxy does not compete with the engines for small hosts' cores.")
+    retries: int = Field(
+        2, ge=0, description="With HAProxy: how many times a request may be sent again, each time to another "
+                             "ingress replica than the last, when its replica refused the connection, died before "
+                             "answering (closed connection, no or broken response) or answered 503 (its engine "
+                             "died). Embeddings and scores have no side effects, so resending is safe. 429 and every "
+                             "other answer go back to the client as they are. 0: HAProxy's connection retries only.")
+    retry_body_kib: int = Field(
+        64, ge=16, description="With HAProxy: its buffer size (tune.bufsize). A request is resent only if it fits in "
+                               "one buffer; larger ones are not retried. Each connection may hold two buffers.")
     throughput_optimized: bool = Field(
         True, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): user code on the "
                           "replica's own event loop (no hand-off to a second thread per request), gRPC between "
@@ -256,6 +279,9 @@ class HttpConfig(_Strict):
             env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] = str(math.ceil(self.request_timeout_s))
         if self.ingress == "haproxy" and self.haproxy_threads:
             env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
+        if self.ingress == "haproxy" and self.retries:  # Ray's default resends connection failures only
+            env |= {"RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON, "RAY_SERVE_HAPROXY_RETRIES": str(self.retries),
+                    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(self.retry_body_kib * 1024)}
         return env
 
 

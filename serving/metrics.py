@@ -20,6 +20,8 @@ class RequestMetrics:
         self.errors = Counter("qwen3_errors", "Failed requests by model, endpoint and error code.",
                               tag_keys=(*tags, "code"))
         self.input_tokens = Counter("qwen3_input_tokens", "Input tokens processed.", tag_keys=tags)
+        self.retries = Counter("qwen3_retries", "Calls sent again because their model replica or engine died.",
+                               tag_keys=("model", "reason"))
         self.latency_ms = Histogram("qwen3_request_latency_ms", "End-to-end request latency in milliseconds.",
                                     boundaries=LATENCY_BOUNDARIES_MS, tag_keys=tags)
 
@@ -42,6 +44,10 @@ class RequestMetrics:
             if record["tokens"]:
                 self.input_tokens.inc(record["tokens"], tags=tags)
             self.latency_ms.observe((time.perf_counter() - start) * 1000, tags=tags)
+
+
+    def retry(self, model: str, reason: str) -> None:
+        self.retries.inc(tags={"model": model, "reason": reason})
 
 
 def filter_exposition(text: str) -> str:

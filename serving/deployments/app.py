@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentConfig
+from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentConfig, RouterConfig, ScalingConfig
 
 APP_NAME = "qwen3"
 ROUTER_PROBE_HEADROOM = 16
@@ -38,8 +38,7 @@ def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,
         **ENGINE_REPLICA_OPTIONS,
     }
     if scaling.autoscaling:
-        options["autoscaling_config"] = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
-                                         "target_ongoing_requests": scaling.target_ongoing_requests}
+        options["autoscaling_config"] = autoscaling_config(scaling)
     else:
         options["num_replicas"] = scaling.num_replicas
     engine_overrides: dict[str, Any] = {}
@@ -91,14 +90,19 @@ def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[
         "ray_actor_options": {"num_cpus": cpus} | ({"num_gpus": gpus} if gpus else {}),
     }
     if router.autoscaling:
-        options["autoscaling_config"] = {"min_replicas": router.min_replicas, "max_replicas": router.max_replicas,
-                                         "target_ongoing_requests": router.target_ongoing_requests}
+        options["autoscaling_config"] = autoscaling_config(router)
     else:
         options["num_replicas"] = router.num_replicas
     if local:  # replicas that hold engines: health-checked, drained and failed like the model deployments
         options |= ENGINE_REPLICA_OPTIONS | {
             "max_constructor_retry_count": min(m.scaling.max_constructor_retry_count for m in local)}
     return options, overrides
+
+
+def autoscaling_config(scaling: ScalingConfig | RouterConfig) -> dict[str, Any]:
+    """Ray Serve's autoscaling_config from a model's or the router's scaling fields."""
+    fields = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+    return {name: getattr(scaling, name) for name in fields}
 
 
 def accelerator_of(model: EmbedDeploymentConfig | RerankDeploymentConfig, cluster_has_gpus: bool) -> str:

@@ -4,18 +4,39 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 from typing import Any
 
 from ray import serve
 
 from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
+from serving.engines.errors import EngineDiedError
 from serving.engines.truncation import DEFAULT, Truncation
+
+logger = logging.getLogger(__name__)
 
 
 class _EngineModel:
     """Health and shutdown shared by the models."""
 
     engine: Any = None  # stays None if __init__ failed
+    exit_with_engine = False  # a replica of its own leaves as soon as its engine dies
+
+    async def _run(self, call):
+        """Await an engine call. If the engine died and this model is a replica of its own, the
+        replica exits before answering: its callers get ActorDiedError, which makes Ray's router drop
+        it at once and the ingress send the call again to another replica."""
+        try:
+            return await call
+        except EngineDiedError:
+            self._engine_died()
+            raise
+
+    def _engine_died(self) -> None:
+        if self.exit_with_engine:
+            exit_replica(f"the engine of model {self.config.name!r} died", self.shutdown)
 
     async def check_health(self) -> None:  # Ray Serve restarts the replica if this raises
         await self.engine.check_health()
@@ -54,15 +75,18 @@ class EmbedModel(_EngineModel):
     async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
                     normalize: bool = True):
-        return await self.engine.embed(inputs, input_type=input_type, instruction=instruction,
-                                       dimensions=dimensions, first_index=first_index, truncation=truncation,
-                                       normalize=normalize)
+        return await self._run(self.engine.embed(inputs, input_type=input_type, instruction=instruction,
+                                                 dimensions=dimensions, first_index=first_index,
+                                                 truncation=truncation, normalize=normalize))
 
     async def embed_many(self, requests: list[tuple[list, dict[str, Any]]]) -> list[Any]:
         """Several callers' requests in one call (the router merges concurrent small ones): each
         request's own result or its own error, in order. All reach the engine together."""
-        return await asyncio.gather(*(self.engine.embed(inputs, **options) for inputs, options in requests),
-                                    return_exceptions=True)
+        results = await asyncio.gather(*(self.engine.embed(inputs, **options) for inputs, options in requests),
+                                       return_exceptions=True)
+        if any(isinstance(result, EngineDiedError) for result in results):
+            self._engine_died()
+        return results
 
     def info(self) -> dict[str, Any]:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
@@ -79,19 +103,38 @@ class RerankModel(_EngineModel):
     async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
                      truncation: Truncation = DEFAULT, raw_scores: bool = False):
-        return await self.engine.rerank(query, documents, instruction=instruction,
-                                        max_tokens_per_doc=max_tokens_per_doc,
-                                        max_tokens_per_query=max_tokens_per_query, truncation=truncation,
-                                        raw_scores=raw_scores)
+        return await self._run(self.engine.rerank(query, documents, instruction=instruction,
+                                                  max_tokens_per_doc=max_tokens_per_doc,
+                                                  max_tokens_per_query=max_tokens_per_query,
+                                                  truncation=truncation, raw_scores=raw_scores))
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len}
 
 
 MODELS = {"embed": EmbedModel, "rerank": RerankModel}
-# The same classes as deployments of their own (`placement: deployment`).
-EmbedServer = serve.deployment(name="EmbedServer")(EmbedModel)
-RerankServer = serve.deployment(name="RerankServer")(RerankModel)
+
+
+# The same classes as deployments of their own (`placement: deployment`), leaving with their engine.
+@serve.deployment(name="EmbedServer")
+class EmbedServer(EmbedModel):
+    exit_with_engine = True
+
+
+@serve.deployment(name="RerankServer")
+class RerankServer(RerankModel):
+    exit_with_engine = True
+
+
+def exit_replica(why: str, shutdown) -> None:
+    """End this replica's process now: Ray sees the actor die, routes around it at once, and starts
+    a replacement. ``shutdown`` stops the engine processes first, so none outlives the replica."""
+    logger.error("%s: this replica exits so that Ray replaces it", why)
+    try:
+        shutdown()
+    finally:
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _local_rank() -> int:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from ray import serve
 from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLarge, Unavailable, ValidationFailed
 from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
 from serving.config import AppConfig, EmbedDeploymentConfig, RouterConfig, ScalingConfig
-from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
+from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.truncation import Truncation
 from serving.merging import CallMerger, QueueFull
 from serving.routing import ModelRequiredError, ModelTable, UnknownModelError, chunks
@@ -40,6 +40,7 @@ class Router:
         self.config = AppConfig.model_validate(config)
         self.local = start_local_models(local or {})  # model name -> EmbedModel / RerankModel in this process
         self._limits = {name: InFlightLimit(self.config.model(name).scaling) for name in self.local}
+        self._leaving = False  # an engine of this replica died: it answers 503 (resent elsewhere) until it exits
         self.handles = handles  # deployment name -> DeploymentHandle
         self.sources = sources  # deployment name -> {"source": ..., "fallback": bool}
         self.table = ModelTable(self.config)
@@ -56,12 +57,14 @@ class Router:
                          and self.config.router.merged_embed_calls_per_replica}
 
     async def check_health(self) -> None:  # Ray Serve replaces the replica if an engine of its own is dead
+        if self._leaving:
+            raise EngineDiedError("an engine of this replica died")
         for model in self.local.values():
             await model.check_health()
 
     def __del__(self):  # graceful replica shutdown: no engine process outlives the replica
-        for model in getattr(self, "local", {}).values():
-            model.shutdown()
+        if hasattr(self, "local"):
+            self._shutdown_engines()
 
     def __serve_build_asgi_app__(self):
         from serving.api.routes import build_api
@@ -94,12 +97,18 @@ class Router:
                 raise Overloaded("model is at capacity; retry later",
                                  headers={"Retry-After": str(max(1, math.ceil(retry)))}) from None
             except Exception as exc:
-                raise _api_error(exc) from None
+                if retry_reason(exc) is None:
+                    raise _api_error(exc) from None
+                # The merged call died with its replica: this request alone, once more.
+                self.metrics.retry(name, retry_reason(exc))
+                [result] = await _gather([lambda: self.handles[name].embed.remote(inputs, **options)])
             return name, result.embeddings, result.prompt_tokens
         handle = self.handles[name].embed
-        # Each chunk is its own handle call, so Ray's request router spreads them over replicas.
-        results = await _gather([handle.remote(part, first_index=start, **options)
-                                 for start, part in chunks(inputs, self.config.limits.embed_chunk_size)])
+        # Each chunk is its own handle call, so Ray's request router spreads them over replicas; a
+        # chunk whose replica died is sent once more, alone.
+        results = await _gather([lambda start=start, part=part: handle.remote(part, first_index=start, **options)
+                                 for start, part in chunks(inputs, self.config.limits.embed_chunk_size)],
+                                on_retry=lambda reason: self.metrics.retry(name, reason))
         vectors = np.concatenate([r.embeddings for r in results])
         return name, vectors, sum(r.prompt_tokens for r in results)
 
@@ -113,16 +122,44 @@ class Router:
         if name in self.local:
             result = await self._call_local(name, lambda model: model.rerank(*args, **options))
         else:  # one call per request: its documents share a prefix that is cached on that replica
-            [result] = await _gather([self.handles[name].rerank.remote(*args, **options)])
+            [result] = await _gather([lambda: self.handles[name].rerank.remote(*args, **options)],
+                                     on_retry=lambda reason: self.metrics.retry(name, reason))
         return name, result.scores, result.prompt_tokens
 
     async def _call_local(self, name: str, call):
         """``call(model)`` on a model of this replica, within its in-flight limit, errors as API errors."""
+        if self._leaving:  # 503: HAProxy sends the request again, to another replica
+            raise Unavailable("model unavailable: this replica is leaving (an engine of it died)")
         with self._limits[name].slot():
             try:
                 return await call(self.local[name])
             except Exception as exc:
+                if isinstance(exc, EngineDiedError):
+                    self._leave(name)
                 raise _api_error(exc) from None
+
+    def _leave(self, model: str) -> None:
+        """An engine of this replica died: take no more requests, let the ones running on the other
+        engines finish, then exit so that Ray replaces the replica. The process is gone long before
+        the periodic health check would have noticed, and HAProxy resends what reaches it meanwhile."""
+        if self._leaving:
+            return
+        self._leaving = True
+        logger.error("the engine of model %r died: this replica takes no more requests", model)
+        self._exit_task = asyncio.get_running_loop().create_task(self._exit_when_drained())
+
+    async def _exit_when_drained(self) -> None:
+        from serving.deployments.app import ENGINE_REPLICA_OPTIONS
+        from serving.deployments.model_servers import exit_replica
+
+        deadline = time.monotonic() + ENGINE_REPLICA_OPTIONS["graceful_shutdown_timeout_s"]
+        while any(limit.in_flight for limit in self._limits.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        exit_replica("an engine of this ingress replica died", self._shutdown_engines)
+
+    def _shutdown_engines(self) -> None:
+        for model in self.local.values():
+            model.shutdown()
 
     async def _model_info(self, name: str) -> dict[str, Any]:
         if name in self.local:
@@ -240,30 +277,70 @@ def _truncation(request: EmbeddingRequest | RerankRequest) -> Truncation:
     return Truncation(request.truncate_prompt_tokens, request.truncation_side, request.truncate)
 
 
-async def _gather(calls: list) -> list:
-    """Await handle calls, mapping engine and Ray failures onto the API's error types.
+async def _gather(senders: list[Callable[[], Any]], on_retry: Callable[[str], None] | None = None) -> list:
+    """Make each handle call (``send()``) and await them all, mapping engine and Ray failures onto
+    the API's error types.
 
-    The first failure (or the caller going away) cancels the calls still running: their results
-    could no longer be used, and a replica would otherwise spend engine time on them.
+    A call whose replica or engine died is sent once more (Ray's router has dropped the dead
+    replica by then, so it goes to another one), within the request's own time; ``on_retry`` gets
+    the reason. Errors that are the request's own (invalid, too long, backpressure) are not resent.
+    The first failure that stays (or the caller going away) cancels the calls still running: their
+    results could no longer be used, and a replica would otherwise spend engine time on them.
     """
-    tasks = [asyncio.ensure_future(_result(call)) for call in calls]
+    calls = [_Call(send, on_retry) for send in senders]
+    tasks = [asyncio.ensure_future(call.result()) for call in calls]
     try:
         return await asyncio.gather(*tasks)
     except BaseException as exc:
         for call, task in zip(calls, tasks):
             if not task.done():  # a finished DeploymentResponse re-raises its own error from cancel()
                 task.cancel()
-                try:
-                    call.cancel()  # Ray Serve: drop it from the queue, or ray.cancel it on its replica
-                except Exception:
-                    logger.debug("could not cancel a handle call", exc_info=True)
+                call.cancel()
         if not isinstance(exc, Exception):
             raise
         raise _api_error(exc) from None
 
 
-async def _result(call):
-    return await call
+class _Call:
+    """One handle call, sent again once if its replica died."""
+
+    def __init__(self, send: Callable[[], Any], on_retry: Callable[[str], None] | None):
+        self.send, self.on_retry, self.response = send, on_retry, None
+
+    async def result(self):
+        self.response = self.send()
+        try:
+            return await self.response
+        except Exception as exc:
+            reason = retry_reason(exc)
+            if reason is None:
+                raise
+        if self.on_retry:
+            self.on_retry(reason)
+        self.response = self.send()
+        return await self.response
+
+    def cancel(self) -> None:
+        try:
+            self.response.cancel()  # Ray Serve: drop it from the queue, or ray.cancel it on its replica
+        except Exception:
+            logger.debug("could not cancel a handle call", exc_info=True)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why a failed handle call may be sent again ("replica_died", "replica_unavailable",
+    "engine_died"), or None when the failure is the request's own or would happen again."""
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None else exc
+    if isinstance(cause, (ActorUnavailableError, ReplicaUnavailableError)):
+        return "replica_unavailable"
+    if isinstance(cause, RayActorError):
+        return "replica_died"
+    if isinstance(cause, EngineDiedError):
+        return "engine_died"
+    return None
 
 
 def _api_error(exc: Exception) -> ApiError:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from serving.engines.errors import EngineInputError, EngineUnavailableError
+from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError
 
 
 def load_tokenizer(model: str):
@@ -23,13 +23,13 @@ def new_request_id(kind: str) -> str:
 
 @contextmanager
 def dead_engine_is_unavailable() -> Iterator[None]:
-    """Translate vLLM's EngineDeadError into EngineUnavailableError (503 at the API)."""
+    """Translate vLLM's EngineDeadError into EngineDiedError (503 at the API)."""
     from vllm.v1.engine.exceptions import EngineDeadError
 
     try:
         yield
     except EngineDeadError as exc:
-        raise EngineUnavailableError(f"engine is not available: {exc}") from exc
+        raise EngineDiedError(f"engine is not available: {exc}") from exc
 
 
 async def final_output(stream: AsyncIterator[Any]) -> Any:

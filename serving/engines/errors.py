@@ -13,6 +13,11 @@ class EngineUnavailableError(RuntimeError):
     """The vLLM engine is dead or shutting down; the request may be retried elsewhere."""
 
 
+class EngineDiedError(EngineUnavailableError):
+    """The vLLM engine died (its engine-core process is gone). Its replica leaves rotation at once:
+    nothing it holds can answer again until Ray replaces it."""
+
+
 class EngineStartupError(RuntimeError):
     """The engine could not start. The message is one line naming the model and the cause;
     the full traceback stays in the log."""

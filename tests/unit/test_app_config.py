@@ -91,7 +91,8 @@ def test_scaling_maps_to_ray_serve_options():
     options, _ = replica_options(model(placement="deployment", scaling={"autoscaling": True, "min_replicas": 1, "max_replicas": 4,
                                                 "target_ongoing_requests": 16, "max_ongoing_requests": 64,
                                                 "max_queued_requests": 100, "retry_after_s": 3}))
-    assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+    assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
+                                             "upscale_delay_s": 30.0, "downscale_delay_s": 600.0}
     assert "num_replicas" not in options
     assert options["max_ongoing_requests"] == 64 and options["max_queued_requests"] == 100
     assert options["backpressure_config"] == {"status_code": 429, "retry_after_s": 3}
@@ -134,7 +135,8 @@ def test_a_deployment_model_leaves_the_ingress_and_the_ingress_scales_by_router_
                  router={"autoscaling": True, "min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4})
     options, engines = ingress_options(config)
     assert engines == {} and options["ray_actor_options"] == {"num_cpus": 0.0}
-    assert options["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4}
+    assert options["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4,
+                                             "upscale_delay_s": 30.0, "downscale_delay_s": 600.0}
     assert "num_replicas" not in options and "health_check_period_s" not in options
     assert replica_options(config.models[0])[0]["num_replicas"] == 3
 
@@ -163,6 +165,10 @@ def test_a_local_cluster_gets_small_host_settings_and_haproxy_files_of_its_own(m
         base = env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
         assert os.path.isdir(base) and env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(base)
         assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 41 <= 97  # Ray adds a 40-character folder
+        ports = {env["RAY_SERVE_HAPROXY_METRICS_PORT"], env["RAY_SERVE_HAPROXY_STATS_PORT"]}
+        assert len(ports) == 2 and not ports & {"9101", "8404"}  # Ray's fixed ones clash between instances
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response 503"
+        assert env["RAY_SERVE_HAPROXY_RETRIES"] == "2" and env["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"] == "65536"
     finally:
         shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
     # The config and the user's environment win; big hosts keep Ray's defaults.

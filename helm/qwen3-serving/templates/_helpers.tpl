@@ -131,6 +131,15 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
 - name: RAY_SERVE_HAPROXY_NBTHREAD
   value: {{ $threads | int | quote }}
 {{- end }}
+{{- $retries := dig "http" "retries" 2 .Values.appConfig }}
+{{- if and $haproxy $retries }}
+- name: RAY_SERVE_HAPROXY_RETRY_ON
+  value: "conn-failure empty-response junk-response 503"
+- name: RAY_SERVE_HAPROXY_RETRIES
+  value: {{ $retries | int | quote }}
+- name: RAY_SERVE_HAPROXY_TUNE_BUFSIZE
+  value: {{ mul (dig "http" "retry_body_kib" 64 .Values.appConfig) 1024 | int | quote }}
+{{- end }}
 {{- $secret := include "qwen3-serving.secretName" . }}
 {{- if $secret }}
 - name: HF_TOKEN

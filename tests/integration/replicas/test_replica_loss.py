@@ -1,0 +1,120 @@
+"""Losing one of two replicas loses no request. Callers keep requests in flight (each its own
+inputs, so a mixed-up answer would show) while one replica, or only its vLLM engine-core process,
+is SIGKILLed; every answer must be a 200 equal to what that caller got before. Calls through a
+handle are sent again by the ingress; requests to a dead ingress replica are sent again by HAProxy.
+After each kill the test waits for Ray's replacement, so every test starts with two replicas."""
+
+import os
+import signal
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from tests.faults import Callers, engine_core, replica_processes
+from tests.integration.replicas.conftest import DEPLOYED, INGRESS
+from tests.net import wait_for
+
+pytestmark = [pytest.mark.slow]
+
+CALLERS = 4
+
+
+def inputs(caller: int) -> list[str]:  # 6 inputs, chunks of 4: a request to DEPLOYED spans both replicas
+    return [f"caller {caller} sentence {k}: the quick brown fox" for k in range(6)]
+
+
+def sender(url: str, model: str):
+    def send(client: httpx.Client, caller: int) -> httpx.Response:
+        return client.post(f"{url}/v1/embeddings", json={"model": model, "input": inputs(caller)})
+    return send
+
+
+def running_replicas(deployment: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications["qwen3"].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def kill_under_load(url: str, model: str, deployment: str, victim, measurements: dict, label: str) -> Callers:
+    """Run callers, SIGKILL ``victim(replica)`` of one replica, keep calling until the replica process
+    is gone and Ray runs two replicas again, and check every answer."""
+    send = sender(url, model)
+    with httpx.Client(timeout=120) as client:
+        expected = {c: np.array([d["embedding"] for d in send(client, c).json()["data"]]) for c in range(CALLERS)}
+    assert running_replicas(deployment) == 2
+    replica = replica_processes(deployment)[0]
+    engine_processes = replica.children(recursive=True)
+    others = {p.pid for p in replica_processes(deployment)} - {replica.pid}
+    with Callers(send, n=CALLERS) as callers:
+        time.sleep(2)  # requests in flight on both replicas
+        killed = victim(replica)
+        killed_at = time.monotonic()
+        os.kill(killed.pid, signal.SIGKILL)
+        gone = wait_for(lambda: not replica.is_running() or replica.status() == psutil.STATUS_ZOMBIE, 60, 0.05)
+        measurements[f"{label}: replica process gone after (s)"] = round(time.monotonic() - killed_at, 2)
+        replaced = wait_for(lambda: running_replicas(deployment) == 2
+                            and {p.pid for p in replica_processes(deployment)} - others - {replica.pid}, 300, 1)
+        measurements[f"{label}: two replicas running again after (s)"] = round(time.monotonic() - killed_at, 1)
+        time.sleep(2)  # and requests to the replacement
+    measurements[f"{label}: answers"] = dict(Counter(map(str, callers.statuses)))
+    assert gone and replaced, (gone, replaced)
+    orphans = [p.pid for p in engine_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert engine_processes and not orphans, f"engine processes of the lost replica still run: {orphans}"
+    failed = [(c, s, str(b)[:200]) for c, s, b in callers.results if s != 200]
+    assert not failed, f"{len(failed)} of {len(callers.results)} failed: {failed[:5]}"
+    for caller, _, body in callers.results:
+        np.testing.assert_allclose([d["embedding"] for d in body["data"]], expected[caller], atol=1e-6)
+    assert len(callers.results) >= 4 * CALLERS
+    return callers
+
+
+def retries(url: str) -> dict[str, float]:
+    """The ingress's count of resent handle calls to DEPLOYED, by reason."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("ray_qwen3_retries_total{") and f'model="{DEPLOYED}"' in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            counts[reason] = counts.get(reason, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def retried_since(url: str, before: dict[str, float], measurements: dict, label: str) -> bool:
+    def more() -> bool:
+        now = retries(url)
+        measurements[f"{label}: calls resent by the ingress, by reason"] = {
+            k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+        return sum(now.values()) > sum(before.values())
+    return wait_for(more, 30, 1)
+
+
+def test_sigkill_of_a_model_deployment_replica_loses_nothing(replicas_app, measurements):
+    label = "SIGKILL of one of two deployment replicas"
+    before = retries(replicas_app)
+    kill_under_load(replicas_app, DEPLOYED, DEPLOYED, lambda replica: replica, measurements, label)
+    assert retried_since(replicas_app, before, measurements, label), "no resent call was counted"
+
+
+def test_engine_death_in_a_model_deployment_replica_loses_nothing(replicas_app, measurements):
+    # The replica exits at the first call its dead engine fails, so Ray routes around it at once.
+    label = "SIGKILL of the engine core of one of two deployment replicas"
+    before = retries(replicas_app)
+    kill_under_load(replicas_app, DEPLOYED, DEPLOYED, engine_core, measurements, label)
+    assert retried_since(replicas_app, before, measurements, label), "no resent call was counted"
+
+
+def test_engine_death_in_an_ingress_replica_loses_nothing(replicas_app, measurements):
+    # The ingress replica answers 503 from the first failed call on (HAProxy sends those requests
+    # to the other replica), lets its other calls finish, and exits.
+    kill_under_load(replicas_app, INGRESS, "router", engine_core, measurements,
+                    "SIGKILL of the engine core of one of two ingress replicas")
+
+
+def test_sigkill_of_an_ingress_replica_loses_nothing(replicas_app, measurements):
+    # HAProxy sends the requests the dead replica held, and those it refuses, to the other one.
+    kill_under_load(replicas_app, INGRESS, "router", lambda replica: replica, measurements,
+                    "SIGKILL of one of two ingress replicas")
