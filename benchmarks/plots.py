@@ -1,9 +1,11 @@
-"""PNG plots of an HTTP benchmark result; run in the plot venv (matplotlib), never in the serving venv.
+"""PNG plots of an HTTP benchmark or soak result; run in the plot venv (matplotlib), never in the serving venv.
 
     .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/http-....json
+    .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/soak-....json
 
-Writes <json stem>-throughput.png (throughput vs concurrency, client batch 1 and 32) and
-<json stem>-latency.png (p99 latency vs throughput) next to the JSON. Standard library + matplotlib only.
+For an HTTP result: <json stem>-throughput.png (throughput vs concurrency, client batch 1 and 32) and
+<json stem>-latency.png (p99 latency vs throughput) next to the JSON. For a soak result:
+<json stem>-rss.png (RSS over time of the largest processes). Standard library + matplotlib only.
 """
 
 import json
@@ -26,8 +28,39 @@ def series(points, workload, peer, key):
     return rows, [p["concurrency"] for p in rows], [p[key] for p in rows]
 
 
+def soak(path, result, top=6):
+    """RSS over time (warm-up included) of the `top` processes largest at the end, one line each."""
+    memory = result["memory"][:top]
+    names = [m["process"] for m in result["memory"]]
+    window = result.get("late_window")
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for m in memory:
+        points = m.get("warmup_series_s_mib", []) + m["series_s_mib"]
+        label = m["process"] + (f" [pid {m['pid']}]" if names.count(m["process"]) > 1 else "")
+        late = m.get("late_slope_mib_per_min", m["second_half_slope_mib_per_min"])
+        ax.plot([t / 60 for t, _ in points], [r for _, r in points],
+                label=f"{label}: {m['slope_mib_per_min']:+.1f}, late {late:+.1f} MiB/min")
+    ax.axvline(result["settings"]["warmup_s"] / 60, color="grey", linestyle=":", label="end of warm-up")
+    if window:
+        ax.axvspan(window["from_s"] / 60, window["to_s"] / 60, color="grey", alpha=0.1,
+                   label=f"late window ({window['kind']})")
+    ax.set_xlabel("minutes since load started")
+    ax.set_ylabel("RSS (MiB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    malloc = result.get("malloc", {}).get("setting", "system")
+    ax.set_title(f"Soak: RSS of the {len(memory)} largest server processes, malloc {malloc}, "
+                 f"{result['settings']['duration_s'] / 60:.0f} min, concurrency {result['settings']['concurrency']}")
+    fig.tight_layout()
+    out = Path(path).with_name(Path(path).stem + "-rss.png")
+    fig.savefig(out, dpi=110)
+    print(out)
+
+
 def main(path):
     result = json.loads(Path(path).read_text())
+    if result.get("benchmark") == "soak":
+        return soak(path, result)
     points = result["points"]
     peers = list(dict.fromkeys(p["peer"] for p in points))
     mode = result["mode"] + ("" if result.get("complete", True) else ", incomplete")

