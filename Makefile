@@ -3,7 +3,7 @@ VENV ?= .venv
 CONFIG ?= configs/default.yaml
 export VENV
 
-.PHONY: serve test bootstrap bench bench-engine bench-http
+.PHONY: serve test bootstrap bench bench-engine bench-http bench-ramp bench-soak
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -22,3 +22,11 @@ bench-engine: bootstrap
 
 bench-http: bootstrap
 	$(VENV)/bin/python -m benchmarks.http_bench $(ARGS)
+
+# Autoscaling under a load ramp (configs/cpu-autoscale.yaml): JSON + PNG in benchmarks/results/.
+bench-ramp: bootstrap
+	$(VENV)/bin/python -m benchmarks.ramp $(ARGS)
+
+# Memory over a long run at saturation, e.g. make bench-soak ARGS="--duration-s 1800 --malloc tcmalloc".
+bench-soak: bootstrap
+	$(VENV)/bin/python -m benchmarks.soak $(ARGS)
