@@ -101,7 +101,7 @@ class Router:
                     raise _api_error(exc) from None
                 # The merged call died with its replica: this request alone, once more.
                 self.metrics.retry(name, retry_reason(exc))
-                [result] = await _gather([lambda: self.handles[name].embed.remote(inputs, **options)])
+                [result] = await _gather([lambda: self.handles[name].embed.remote(inputs, **options)], resend=False)
             return name, result.embeddings, result.prompt_tokens
         handle = self.handles[name].embed
         # Each chunk is its own handle call, so Ray's request router spreads them over replicas; a
@@ -277,17 +277,19 @@ def _truncation(request: EmbeddingRequest | RerankRequest) -> Truncation:
     return Truncation(request.truncate_prompt_tokens, request.truncation_side, request.truncate)
 
 
-async def _gather(senders: list[Callable[[], Any]], on_retry: Callable[[str], None] | None = None) -> list:
+async def _gather(senders: list[Callable[[], Any]], on_retry: Callable[[str], None] | None = None,
+                  resend: bool = True) -> list:
     """Make each handle call (``send()``) and await them all, mapping engine and Ray failures onto
     the API's error types.
 
     A call whose replica or engine died is sent once more (Ray's router has dropped the dead
     replica by then, so it goes to another one), within the request's own time; ``on_retry`` gets
-    the reason. Errors that are the request's own (invalid, too long, backpressure) are not resent.
+    the reason. ``resend=False``: the call is itself the resend (of a merged call that died).
+    Errors that are the request's own (invalid, too long, backpressure) are not resent.
     The first failure that stays (or the caller going away) cancels the calls still running: their
     results could no longer be used, and a replica would otherwise spend engine time on them.
     """
-    calls = [_Call(send, on_retry) for send in senders]
+    calls = [_Call(send, on_retry, resend) for send in senders]
     tasks = [asyncio.ensure_future(call.result()) for call in calls]
     try:
         return await asyncio.gather(*tasks)
@@ -304,8 +306,8 @@ async def _gather(senders: list[Callable[[], Any]], on_retry: Callable[[str], No
 class _Call:
     """One handle call, sent again once if its replica died."""
 
-    def __init__(self, send: Callable[[], Any], on_retry: Callable[[str], None] | None):
-        self.send, self.on_retry, self.response = send, on_retry, None
+    def __init__(self, send: Callable[[], Any], on_retry: Callable[[str], None] | None, resend: bool = True):
+        self.send, self.on_retry, self.resend, self.response = send, on_retry, resend, None
 
     async def result(self):
         self.response = self.send()
@@ -313,7 +315,7 @@ class _Call:
             return await self.response
         except Exception as exc:
             reason = retry_reason(exc)
-            if reason is None:
+            if reason is None or not self.resend:
                 raise
         if self.on_retry:
             self.on_retry(reason)

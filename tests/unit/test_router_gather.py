@@ -95,6 +95,13 @@ def test_a_chunk_is_sent_at_most_twice():
     assert dying.sent == 2
 
 
+def test_a_call_that_was_already_resent_is_not_resent_again():
+    dying = Resend(FakeResponse(0.0, actor_died()), FakeResponse(0.0))
+    with pytest.raises(Unavailable):
+        asyncio.run(_gather([dying], resend=False))
+    assert dying.sent == 1
+
+
 @pytest.mark.parametrize("error", [EngineInputError("bad"), InputTooLongError("long"),
                                    EngineUnavailableError("shutting down"), RuntimeError("bug")])
 def test_the_requests_own_errors_are_not_resent(error):
