@@ -38,7 +38,7 @@ from benchmarks.http_peers import ALL_PEERS, EMBED_NAME, INPROCESS, PEERS, RERAN
 from benchmarks.http_workloads import Corpus, Task, HttpWorkload, Point, describe, full_workloads, smoke_workloads, write_points
 from benchmarks.loadgen import Measurement, parse_result, run_points
 from benchmarks.procs import clean_env, free_port, last_line, sample_rss, stop, wait_ready
-from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv, package_versions
+from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv, package_versions, plot
 
 logger = logging.getLogger("benchmarks.http_bench")
 
@@ -149,21 +149,6 @@ def all_versions(peers: list[str]) -> dict[str, Any]:
             except VenvUnavailable as exc:
                 out[f"{venv}_venv"] = {"unavailable": str(exc)}
     return out
-
-
-def plot(result_path: Path) -> list[str]:
-    """Plots from the JSON, in the plot venv; a plotting failure is logged, not fatal."""
-    try:
-        python = ensure_venv("plot")
-    except VenvUnavailable as exc:
-        logger.warning("no plots: %s", exc)
-        return []
-    proc = subprocess.run([str(python), str(REPO_ROOT / "benchmarks" / "plots.py"), str(result_path)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        logger.warning("plotting failed: %s", proc.stderr.strip().splitlines()[-1:])
-        return []
-    return proc.stdout.split()
 
 
 def server_groups(peer: Peer | None, smoke: bool) -> list[tuple[Task, ...]]:

@@ -36,7 +36,7 @@ import yaml
 
 from benchmarks.engine_bench import machine_info, versions
 from benchmarks.procs import clean_env, free_port, process_label, sample_rss, stop, tree, wait_ready
-from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv
+from benchmarks.venvs import plot
 from benchmarks.workloads import stdlib_snippets
 
 logger = logging.getLogger("benchmarks.soak")
@@ -233,21 +233,6 @@ def memory_report(samples: Samples, warmup_s: float, window: dict[str, Any]) -> 
                        "series_s_mib": [[round(t, 1), round(r / 2**20, 1)] for t, r in series],
                        "warmup_series_s_mib": [[round(t, 1), round(r / 2**20, 1)] for t, r in warmup]})
     return sorted(report, key=lambda r: -r["rss_mib_end"])
-
-
-def plot(result_path: Path) -> list[str]:
-    """The RSS-over-time PNG, drawn in the plot venv (no matplotlib here); a failure is logged, not fatal."""
-    try:
-        python = ensure_venv("plot")
-    except VenvUnavailable as exc:
-        logger.warning("no plot: %s", exc)
-        return []
-    proc = subprocess.run([str(python), str(REPO_ROOT / "benchmarks" / "plots.py"), str(result_path)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        logger.warning("plotting failed: %s", proc.stderr.strip().splitlines()[-1:])
-        return []
-    return proc.stdout.split()
 
 
 def main(argv: list[str] | None = None) -> int:

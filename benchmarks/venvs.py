@@ -119,3 +119,19 @@ if __name__ == "__main__":  # python -m benchmarks.venvs st infinity plot: build
             print(venv, ensure_venv(venv))
         except VenvUnavailable as exc:
             print(venv, "unavailable:", exc)
+
+
+def plot(result_path: Path) -> list[str]:
+    """The PNGs of a benchmark's JSON, drawn by benchmarks/plots.py in the plot venv (matplotlib is
+    never installed in the serving venv); a plotting failure is logged, not fatal."""
+    try:
+        python = ensure_venv("plot")
+    except VenvUnavailable as exc:
+        logger.warning("no plots: %s", exc)
+        return []
+    proc = subprocess.run([str(python), str(REPO_ROOT / "benchmarks" / "plots.py"), str(result_path)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        logger.warning("plotting failed: %s", proc.stderr.strip().splitlines()[-1:])
+        return []
+    return proc.stdout.split()

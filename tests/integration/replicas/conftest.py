@@ -5,24 +5,17 @@ spreads over both). Started once for this package, in its own Ray instance."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from serving.cli import local_ray_serve_env
-from serving.engines.startup import scoped_environ
-from tests.net import free_port, wait_ready
+from tests.net import free_port
+from tests.serve_app import running_app
 
 INGRESS, DEPLOYED = "tiny-embed", "tiny-embed-dep"
 
 
 @pytest.fixture(scope="package")
 def replicas_app(tiny_models):
-    import ray
-    from ray import serve
-
     from serving.config import AppConfig
-    from serving.deployments.app import APP_NAME, build_app
 
     engine = {"model": str(tiny_models["embedding"]), "dtype": "float32", "max_model_len": 512, "enforce_eager": True,
               "cpu_kvcache_space_gib": 0.25, "cpu_omp_threads_bind": "0-1"}
@@ -37,17 +30,5 @@ def replicas_app(tiny_models):
         "limits": {"embed_chunk_size": 4},
         "http": {"host": "127.0.0.1", "port": free_port()},
     })
-    env = local_ray_serve_env(config.http)
-    with scoped_environ(**env):
-        ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
-    try:
-        serve.start(http_options={"host": config.http.host, "port": config.http.port})
-        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        url = f"http://{config.http.host}:{config.http.port}"
-        if not wait_ready(url):
-            raise TimeoutError("the Ray Serve app did not become ready")
+    with running_app(config) as url:
         yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE") or "/nonexistent", ignore_errors=True)

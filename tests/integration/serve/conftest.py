@@ -8,14 +8,12 @@ test). So both request paths run in every test that names its model.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from serving.cli import local_ray_serve_env
-from serving.engines.startup import scoped_environ
-from tests.net import free_port, wait_ready
+from tests.net import free_port
+from tests.serve_app import running_app
 
 API_KEY = "test-key-123"
 CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
@@ -65,30 +63,9 @@ def app_config_obj(tiny_models):
 
 @pytest.fixture(scope="package")
 def base_url(app_config_obj):
-    import ray
-    from ray import serve
-
-    from serving.deployments.app import APP_NAME, build_app
-
     config = app_config_obj
-    # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
-    # The Ray Serve environment the config asks for (ingress, throughput settings, HAProxy's files
-    # in a folder of this instance's own), as the CLI sets it.
-    env = local_ray_serve_env(config.http)
-    with scoped_environ(**env):
-        ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
-    try:
-        serve.start(http_options={"host": config.http.host, "port": config.http.port})
-        serve.run(build_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}}),
-                  name=APP_NAME, route_prefix="/")
-        url = f"http://{config.http.host}:{config.http.port}"
-        if not wait_ready(url):
-            raise TimeoutError("the Ray Serve app did not become ready")
+    with running_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}}) as url:
         yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE") or "/nonexistent", ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
