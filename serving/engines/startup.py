@@ -17,6 +17,7 @@ from serving.engines.output_tail import OutputTail
 
 logger = logging.getLogger(__name__)
 GIB = 1 << 30
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 
 
 def engine_args(config: EngineConfig, **extra: Any):
@@ -63,12 +64,28 @@ def start_engine(config: EngineConfig, **extra: Any):
     tail = OutputTail()
     try:
         # vLLM's CPU backend reads the core binding from the environment of the process it spawns.
-        with tail, scoped_environ(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind)):
+        with tail, scoped_environ(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind),
+                                  LD_PRELOAD=cpu_preload(config, vllm_config.device_config.device_type)):
             return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
                             log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
     except Exception as exc:
         logger.exception("engine for %s failed to start", config.name)
         raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc
+
+
+def cpu_preload(config: EngineConfig, device: str, tcmalloc: Path = TCMALLOC) -> str | None:
+    """LD_PRELOAD for a CPU engine's processes (vLLM spawns them, so they read it at start): tcmalloc
+    first when `cpu_malloc` asks for it, after what is already preloaded (vLLM adds torch's libgomp).
+    None leaves the environment as it is."""
+    current = os.environ.get("LD_PRELOAD", "")
+    if device != "cpu" or config.cpu_malloc == "system" or "tcmalloc" in current:
+        return None
+    if not tcmalloc.exists():
+        if config.cpu_malloc == "tcmalloc":
+            raise EngineStartupError(config.name, f"cpu_malloc is tcmalloc but {tcmalloc} is not installed "
+                                                  "(apt-get install libtcmalloc-minimal4)")
+        return None
+    return ":".join(p for p in (str(tcmalloc), current) if p)
 
 
 def cores_for_replica(bind: str | list[str] | None, local_rank: int = 0) -> str | None:

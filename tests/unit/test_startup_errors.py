@@ -75,3 +75,24 @@ def test_too_long_max_model_len_names_both_numbers_and_the_fix():
 ])
 def test_summaries_are_one_line(exc, expected):
     assert summarize(exc) == expected
+
+
+def test_cpu_engines_preload_tcmalloc_when_it_is_installed(tmp_path, monkeypatch):
+    from serving.config import EngineConfig
+    from serving.engines.errors import EngineStartupError
+    from serving.engines.startup import cpu_preload
+
+    lib = tmp_path / "libtcmalloc_minimal.so.4"
+    lib.write_bytes(b"")
+    gomp = "/venv/torch/lib/libgomp.so.1"
+    monkeypatch.setenv("LD_PRELOAD", gomp)
+    auto = EngineConfig(model="m")
+    assert cpu_preload(auto, "cpu", lib) == f"{lib}:{gomp}"
+    assert cpu_preload(auto, "cuda", lib) is None
+    assert cpu_preload(EngineConfig(model="m", cpu_malloc="system"), "cpu", lib) is None
+    missing = tmp_path / "absent.so"
+    assert cpu_preload(auto, "cpu", missing) is None
+    with pytest.raises(EngineStartupError, match="libtcmalloc-minimal4"):
+        cpu_preload(EngineConfig(model="m", cpu_malloc="tcmalloc"), "cpu", missing)
+    monkeypatch.setenv("LD_PRELOAD", f"/opt/libtcmalloc.so:{gomp}")  # the user's own choice stays
+    assert cpu_preload(auto, "cpu", lib) is None
