@@ -49,11 +49,12 @@ TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 Samples = list[tuple[float, dict[int, tuple[str, int]]]]
 
 
-def app_config(models: dict[str, Path], port: int, kv_cache_gib: float) -> dict[str, Any]:
+def app_config(models: dict[str, Path], port: int, kv_cache_gib: float, malloc: str = "system") -> dict[str, Any]:
     # A small KV cache is fully touched during warm-up, so later growth is not pages of it being
     # committed for the first time (prefix caching cycles the reranker through every block).
+    # The engines' own allocator setting follows --malloc (their default preloads tcmalloc if installed).
     engine = {"dtype": "float32", "max_model_len": 1024, "cpu_kvcache_space_gib": kv_cache_gib,
-              "cpu_omp_threads_bind": "0-1"}
+              "cpu_omp_threads_bind": "0-1", "cpu_malloc": malloc}
     # Bounded queues: under saturation the documented answer is 429, never a lost request.
     scaling = {"max_ongoing_requests": 16, "max_queued_requests": 64}
     cpu = {"accelerator": "cpu", "cpus_per_shard": 0.5}
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     texts = [s.text[:2000] for s in stdlib_snippets()]
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    (workdir / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.kv_cache_gib)))
+    (workdir / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.kv_cache_gib, args.malloc)))
     log_path = workdir / "serve.log"
     log = open(log_path, "w")
     env = server_env(args.malloc)
