@@ -111,8 +111,8 @@ def test_engine_death_in_a_model_deployment_replica_loses_nothing(replicas_app, 
 
 
 # Behind HAProxy one request in several thousand is still lost when an ingress replica goes: its
-# client sees the connection closed without an answer ("Server disconnected"), not an HTTP status,
-# and HAProxy's log shows no failed attempt for it. Our reading (not confirmed): a keep-alive race
+# client sees the connection closed without an answer ("Server disconnected"), not an HTTP status.
+# Our reading (not confirmed): a keep-alive race
 # when Ray reloads HAProxy's config as the replica set changes (twice per loss). It is HAProxy's
 # behaviour, not the app's; at most one such loss is allowed per test, and the README counts them.
 INGRESS_CLOSED_ALLOWED = 1
