@@ -9,6 +9,7 @@ embedding requests are chunked across replicas and reassembled."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -97,10 +98,11 @@ class Router:
                 raise Overloaded("model is at capacity; retry later",
                                  headers={"Retry-After": str(max(1, math.ceil(retry)))}) from None
             except Exception as exc:
-                if retry_reason(exc) is None:
+                reason = retry_reason(exc)
+                if reason is None:
                     raise _api_error(exc) from None
                 # The merged call died with its replica: this request alone, once more.
-                self.metrics.retry(name, retry_reason(exc))
+                self.metrics.retry(name, reason)
                 [result] = await _gather([lambda: self.handles[name].embed.remote(inputs, **options)], resend=False)
             return name, result.embeddings, result.prompt_tokens
         handle = self.handles[name].embed
@@ -108,7 +110,7 @@ class Router:
         # chunk whose replica died is sent once more, alone.
         results = await _gather([lambda start=start, part=part: handle.remote(part, first_index=start, **options)
                                  for start, part in chunks(inputs, self.config.limits.embed_chunk_size)],
-                                on_retry=lambda reason: self.metrics.retry(name, reason))
+                                on_retry=functools.partial(self.metrics.retry, name))
         vectors = np.concatenate([r.embeddings for r in results])
         return name, vectors, sum(r.prompt_tokens for r in results)
 
@@ -123,7 +125,7 @@ class Router:
             result = await self._call_local(name, lambda model: model.rerank(*args, **options))
         else:  # one call per request: its documents share a prefix that is cached on that replica
             [result] = await _gather([lambda: self.handles[name].rerank.remote(*args, **options)],
-                                     on_retry=lambda reason: self.metrics.retry(name, reason))
+                                     on_retry=functools.partial(self.metrics.retry, name))
         return name, result.scores, result.prompt_tokens
 
     async def _call_local(self, name: str, call):
