@@ -12,7 +12,7 @@ serve: bootstrap
 	$(VENV)/bin/qwen3-serve serve --config $(CONFIG) $(ARGS)
 
 test: bootstrap
-	$(VENV)/bin/python -m pytest -ra $(ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=25 $(ARGS)
 
 # bench: the engine benchmark, then the HTTP benchmark (peers' venvs are built on first use).
 bench: bench-engine bench-http

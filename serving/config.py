@@ -245,7 +245,15 @@ class RouterConfig(_Strict):
 # What HAProxy resends to another replica: the replica was gone (connection refused or reset), closed
 # the connection before answering or sent a broken answer (it died mid-request), or answered 503 (its
 # engine died; the replica leaves at once). Ray's own 502/503/504 pages are HAProxy's, never retried.
-HAPROXY_RETRY_ON = "conn-failure empty-response junk-response 503"
+#
+# HAProxy can resend only a request it held whole when it first wrote to the replica (HAProxy 2.8
+# drops the retry otherwise). Clients often write headers and body apart, and HAProxy forwards the
+# headers at once unless told to wait for the body: such requests got the dying replica's 503 (2 of
+# 5,701 in one kill test) or HAProxy's error page (1 of 6,027). `option http-buffer-request` waits for a
+# body that fits in its buffer. Ray's template has no place for extra options but writes this value
+# as is at the end of the `retry-on` line of its `defaults` section, so the option goes on a line of
+# its own after it; tests/integration/serve checks the config Ray writes.
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response 503\n    option http-buffer-request"
 
 
 class HttpConfig(_Strict):

@@ -34,6 +34,7 @@ class Callers:
 
     def __init__(self, send, n: int = 4):
         self.send, self.stop = send, threading.Event()
+        self.pause_s = 0.0  # between a caller's requests: > 0 leaves the cores to a starting replica
         self.results: list[tuple[int, object, object]] = []  # (caller, status, body)
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(n)]
 
@@ -49,6 +50,8 @@ class Callers:
                     self.results.append((caller, "timeout", None))
                 except httpx.TransportError as exc:
                     self.results.append((caller, "transport", repr(exc)))
+                if self.pause_s:
+                    self.stop.wait(self.pause_s)
 
     @property
     def statuses(self) -> list:

@@ -167,7 +167,8 @@ def test_a_local_cluster_gets_small_host_settings_and_haproxy_files_of_its_own(m
         assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 41 <= 97  # Ray adds a 40-character folder
         ports = {env["RAY_SERVE_HAPROXY_METRICS_PORT"], env["RAY_SERVE_HAPROXY_STATS_PORT"]}
         assert len(ports) == 2 and not ports & {"9101", "8404"}  # Ray's fixed ones clash between instances
-        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response 503"
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response 503\n" \
+                                                   "    option http-buffer-request"
         assert env["RAY_SERVE_HAPROXY_RETRIES"] == "2" and env["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"] == "65536"
     finally:
         shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)

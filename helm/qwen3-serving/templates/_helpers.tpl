@@ -134,7 +134,7 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
 {{- $retries := dig "http" "retries" 2 .Values.appConfig }}
 {{- if and $haproxy $retries }}
 - name: RAY_SERVE_HAPROXY_RETRY_ON
-  value: "conn-failure empty-response junk-response 503"
+  value: "conn-failure empty-response junk-response 503\n    option http-buffer-request"
 - name: RAY_SERVE_HAPROXY_RETRIES
   value: {{ $retries | int | quote }}
 - name: RAY_SERVE_HAPROXY_TUNE_BUFSIZE

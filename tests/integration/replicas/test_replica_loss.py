@@ -4,6 +4,8 @@ is SIGKILLed; every answer must be a 200 equal to what that caller got before. C
 handle are sent again by the ingress; requests to a dead ingress replica are sent again by HAProxy.
 After each kill the test waits for Ray's replacement, so every test starts with two replicas."""
 
+import glob
+import json
 import os
 import signal
 import time
@@ -21,6 +23,7 @@ from tests.net import wait_for
 pytestmark = [pytest.mark.slow]
 
 CALLERS = 4
+PAUSE_WHILE_REPLACED_S = 0.2
 
 
 def inputs(caller: int) -> list[str]:  # 6 inputs, chunks of 4: a request to DEPLOYED spans both replicas
@@ -28,8 +31,19 @@ def inputs(caller: int) -> list[str]:  # 6 inputs, chunks of 4: a request to DEP
 
 
 def sender(url: str, model: str):
+    """Even callers post as most clients do; odd ones write the body a moment after the headers, so
+    that it reaches HAProxy in a packet of its own (a request HAProxy cannot resend unless it waits
+    for the body: see serving.config.HAPROXY_RETRY_ON)."""
     def send(client: httpx.Client, caller: int) -> httpx.Response:
-        return client.post(f"{url}/v1/embeddings", json={"model": model, "input": inputs(caller)})
+        body = json.dumps({"model": model, "input": inputs(caller)}).encode()
+        if caller % 2 == 0:
+            return client.post(f"{url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
+
+        def late():
+            time.sleep(0.005)
+            yield body
+        return client.post(f"{url}/v1/embeddings", content=late(),
+                           headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
     return send
 
 
@@ -58,10 +72,15 @@ def kill_under_load(url: str, model: str, deployment: str, victim, measurements:
         os.kill(killed.pid, signal.SIGKILL)
         gone = wait_for(lambda: not replica.is_running() or replica.status() == psutil.STATUS_ZOMBIE, 60, 0.05)
         measurements[f"{label}: replica process gone after (s)"] = round(time.monotonic() - killed_at, 2)
+        time.sleep(5)  # full load while Ray and HAProxy drop the lost replica
+        # Slower callers while the replacement starts (it needs the two cores the load would take),
+        # still sending when it joins.
+        callers.pause_s = PAUSE_WHILE_REPLACED_S
         replaced = wait_for(lambda: running_replicas(deployment) == 2
                             and {p.pid for p in replica_processes(deployment)} - others - {replica.pid}, 300, 1)
         measurements[f"{label}: two replicas running again after (s)"] = round(time.monotonic() - killed_at, 1)
-        time.sleep(2)  # and requests to the replacement
+        callers.pause_s = 0
+        time.sleep(3)  # full load on both again
     measurements[f"{label}: answers"] = dict(Counter(map(str, callers.statuses)))
     assert gone and replaced, (gone, replaced)
     orphans = [p.pid for p in engine_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -93,6 +112,15 @@ def retried_since(url: str, before: dict[str, float], measurements: dict, label:
             k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
         return sum(now.values()) > sum(before.values())
     return wait_for(more, 30, 1)
+
+
+def test_haproxy_waits_for_whole_requests_so_that_it_can_resend_them(replicas_app):
+    port = replicas_app.rsplit(":", 1)[1]
+    configs = [open(path).read() for path in glob.glob("/tmp/q3h-*/*/haproxy.cfg")]
+    [config] = [c for c in configs if f"bind 127.0.0.1:{port}\n" in c]
+    defaults = config.split("\ndefaults\n", 1)[1].split("\nfrontend ", 1)[0].splitlines()
+    assert "    retry-on conn-failure empty-response junk-response 503" in defaults
+    assert "    option http-buffer-request" in defaults and "    retries 2" in defaults
 
 
 def test_sigkill_of_a_model_deployment_replica_loses_nothing(replicas_app, measurements):
