@@ -60,6 +60,8 @@ def test_ingress_scales_up_under_load_and_back_down_without_failed_requests(auto
     assert s["time_to_running_scale_down_s"] is not None and s["final_replicas"] == 1, context
     # The replica that went away had served: Ray Serve stopped it from RUNNING (draining it).
     assert any(e["kind"] == "stopping" and e.get("state") == "RUNNING" for e in s["serve_events"]), context
+    # ... within its grace period: drained and its engines stopped, not killed.
+    assert not any(e["kind"] == "force_killed" for e in s["serve_events"]), context
     assert s["failures"] == 0, (s["failures_by_kind"], s["failed_requests"][:10], context)
     assert s["requests"] == s["ok"] > 0
     assert s["malformed"] == 0 and len(s["embedding_lengths"]) == 1, (s["malformed"], s["embedding_lengths"])
