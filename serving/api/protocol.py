@@ -2,7 +2,8 @@
 rerank, with vLLM's request extensions; model listing; errors.
 
 `EmbeddingRequest` and `RerankRequest` are also what every other dialect converts to
-(`serving/api/dialects/`): the router and engines see only these two.
+(`serving/api/dialects/`): the router and engines see only these two, and `TokenizeRequest` /
+`DecodeRequest` for the tokenizer of any served model.
 
 Schemas fix types and shapes (422 when wrong). Size limits come from config and are checked
 by the router (413), and `dimensions` against the chosen model's range (422).
@@ -152,6 +153,24 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
     usage: Usage
     meta: RerankMeta = Field(default_factory=RerankMeta, description="Cohere-style billing metadata.")
+
+
+class TokenizeRequest(_Request):
+    """Internal: texts through a served model's tokenizer (any kind). No dialect's own schema."""
+
+    model: ModelName = Field(None, description="Model or alias; unset: the first configured model.")
+    texts: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    add_special_tokens: bool = True
+    input_type: Literal["query", "document"] = Field(
+        "document", description="`query` tokenizes the query prompt built from each text (embed models).")
+
+
+class DecodeRequest(_Request):
+    """Internal: token ids back to text with a served model's tokenizer."""
+
+    model: ModelName = Field(None, description="Model or alias; unset: the first configured model.")
+    ids: Annotated[list[list[StrictInt]], Field(min_length=1)]
+    skip_special_tokens: bool = True
 
 
 class ModelCard(BaseModel):
