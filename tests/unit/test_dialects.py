@@ -360,3 +360,38 @@ def test_tei_root_goes_by_body_shape():
 def test_tei_root_reads_a_body_of_neither_shape_as_the_first_models_route(models, missing):
     c, _ = serve(models)
     assert missing in error(c.post("/", json={"truncate": True}), 422)
+
+
+# --- Infinity
+
+
+@pytest.mark.parametrize("path", ["/infinity/embeddings", "/embeddings"])
+def test_infinity_embeddings_answer_in_openai_shape_with_id_and_created(path):
+    c, service = serve()
+    body = c.post(path, json={"input": ["a", "b"], "model": "default/not-specified", "dimensions": 0,
+                              "modality": "text"}).json()
+    assert body["data"][1]["embedding"] == [4.0, 5.0, 6.0, 7.0] and body["id"].startswith("infinity-")
+    assert isinstance(body["created"], int) and body["usage"] == {"prompt_tokens": 10, "total_tokens": 10}
+    assert service.calls[0].model is None and service.calls[0].dimensions is None
+    c.post(path, json={"input": "a", "model": "e", "dimensions": 64})
+    assert service.calls[1].dimensions == 64
+    error(c.post(path, json={"input": "a", "modality": "image"}), 422)
+
+
+def test_infinity_rerank_gives_documents_as_plain_strings_only_when_asked():
+    c, service = serve()
+    body = c.post("/infinity/rerank", json={"query": "q", "documents": ["a", "aa", "aaa"], "return_documents": True,
+                                            "top_n": 2, "raw_scores": True}).json()
+    assert body["object"] == "rerank" and body["model"] == "r"
+    assert body["results"] == [{"relevance_score": pytest.approx(1.03), "index": 2, "document": "aaa"},
+                               {"relevance_score": pytest.approx(1.02), "index": 1, "document": "aa"}]
+    assert service.calls[0].use_activation is False
+    plain = c.post("/infinity/rerank", json={"query": "q", "documents": ["a"]}).json()
+    assert plain["results"] == [{"relevance_score": pytest.approx(1.01), "index": 0}]
+
+
+@pytest.mark.parametrize("path", ["/infinity/models", "/models"])
+def test_infinity_models_list_capabilities(path):
+    c, _ = serve()
+    data = c.get(path).json()["data"]
+    assert [(m["id"], m["capabilities"]) for m in data] == [("e", ["embed"]), ("r", ["rerank"])]
