@@ -119,6 +119,10 @@ class RerankRequest(ScoringOptions):
     documents: Annotated[list[NonEmptyStr | TextDocument], Field(min_length=1)]
     top_n: StrictInt | None = Field(None, ge=0, description="Return only the best n results (0 or unset: all).")
     return_documents: bool = Field(True, description="Echo each document's text in its result.")
+    rank_fields: list[NonEmptyStr] | None = Field(None, description="Cohere v1: accepted, no effect (documents "
+                                                                    "have one field, `text`).")
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, description="Cohere v1: accepted, no effect "
+                                                                         "(`max_tokens_per_doc` cuts documents).")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]

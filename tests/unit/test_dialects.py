@@ -254,7 +254,8 @@ def test_score_pairs_count_against_the_document_limit():
 def test_every_route_is_in_the_openapi_document_with_its_error_statuses():
     c, _ = serve()
     paths = c.get("/openapi.json").json()["paths"]
-    for path in ("/v2/rerank", "/v2/embed", "/embed", "/rerank", "/v1/score", "/score"):
+    for path in ("/v2/rerank", "/v2/embed", "/v1/embed", "/embed", "/rerank", "/v1/score", "/score", "/similarity",
+                 "/tokenize", "/decode", "/", "/infinity/embeddings", "/embeddings", "/infinity/rerank"):
         assert {"200", "400", "404", "413", "422", "429", "503"} <= set(paths[path]["post"]["responses"]), path
     assert "200" in paths["/info"]["get"]["responses"]
 
@@ -395,3 +396,48 @@ def test_infinity_models_list_capabilities(path):
     c, _ = serve()
     data = c.get(path).json()["data"]
     assert [(m["id"], m["capabilities"]) for m in data] == [("e", ["embed"]), ("r", ["rerank"])]
+
+
+# --- Cohere: return_documents on v2 rerank, v1 embed, fields the peers document
+
+
+def test_cohere_v2_rerank_return_documents_echoes_the_text():
+    c, _ = serve()
+    body = c.post("/v2/rerank", json={"query": "q", "documents": ["a", "aa"], "return_documents": True}).json()
+    assert body["results"][0] == {"index": 1, "relevance_score": pytest.approx(1.02), "document": {"text": "aa"}}
+    plain = c.post("/v2/rerank", json={"query": "q", "documents": ["a"], "return_documents": False}).json()
+    assert set(plain["results"][0]) == {"index", "relevance_score"}
+
+
+@pytest.mark.parametrize("path, extra", [("/v2/rerank", {"rank_fields": ["text"], "max_chunks_per_doc": 2}),
+                                         ("/v1/rerank", {"rank_fields": ["text"], "max_chunks_per_doc": 2})])
+def test_cohere_documented_rerank_fields_are_accepted(path, extra):
+    c, _ = serve()
+    assert c.post(path, json={"query": "q", "documents": ["a"]} | extra).status_code == 200
+
+
+def test_cohere_v1_embed_answers_floats_without_embedding_types_and_by_type_with():
+    c, service = serve()
+    floats = c.post("/v1/embed", json={"texts": ["a", "b"], "model": "e", "input_type": "search_query",
+                                       "truncate": "START"}).json()
+    assert floats["response_type"] == "embeddings_floats" and floats["embeddings"][1] == [4.0, 5.0, 6.0, 7.0]
+    assert floats["texts"] == ["a", "b"] and floats["meta"] == {"api_version": {"version": "1"},
+                                                                "billed_units": {"input_tokens": 10}}
+    assert (service.calls[0].input_type, service.calls[0].truncation_side) == ("query", "left")
+    by_type = c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["float", "base64"],
+                                        "input_type": "clustering", "truncate": "NONE"}).json()
+    assert by_type["response_type"] == "embeddings_by_type" and set(by_type["embeddings"]) == {"float", "base64"}
+    assert service.calls[1].input_type == "document" and service.calls[1].truncate is False
+    error(c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["int8"]}), 422)
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/embed", {"texts": ["a"], "embeding_types": ["float"]}, "embeding_types"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "return_document": True}, "return_document"),
+    ("/infinity/rerank", {"query": "q", "documents": ["a"], "topn": 1}, "topn"),
+    ("/tokenize", {"inputs": "a", "add_special_token": False}, "add_special_token"),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"prompt": "q"}}, "prompt"),
+])
+def test_misspelt_fields_on_the_new_routes_are_422_naming_them(path, body, field):
+    c, _ = serve()
+    assert field in error(c.post(path, json=body), 422)
