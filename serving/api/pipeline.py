@@ -86,7 +86,6 @@ class Pipeline:
             record["model"], record["tokens"] = self._label(answers[0][0]), tokens
             return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
 
-
     async def tokenize(self, body: TokenizeRequest, request: Request, endpoint: str = "tokenize") -> list:
         """`serving.engines.base.Tokens` per text, in order."""
         with self.service.track(endpoint) as record:
