@@ -36,6 +36,7 @@ class ModelTable:
 
     def __init__(self, config: AppConfig):
         self.kinds = {m.name: m.kind for m in config.models}
+        self.first = config.models[0].name  # what a request for any kind of model gets without `model`
         self.seed = config.router.traffic_seed
         self.routes: dict[str, Route] = {name: Route((name,), (1.0,)) for name in self.kinds}
         for alias, targets in config.aliases.items():
@@ -76,6 +77,16 @@ class ModelTable:
         if len(route.names) == 1:
             return route.names[0]
         return route.names[bisect.bisect_right(route.cumulative, unit_hash(self.seed, routing_key))]
+
+
+    def resolve_any(self, name: str | None, routing_key: str) -> str:
+        """For requests any model can serve (its tokenizer): unset is the first configured model."""
+        if name is None:
+            return self.first
+        kind = self.kind_of(name)
+        if kind is None:
+            raise UnknownModelError(f"model {name!r} is not served. Available: {sorted(self.routes)}")
+        return self.resolve(name, kind, routing_key)
 
 
 def unit_hash(seed: int, key: str) -> float:

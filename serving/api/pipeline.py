@@ -19,7 +19,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from serving.api.errors import RequestTooLarge, ValidationFailed
-from serving.api.protocol import EmbeddingRequest, ModelList, RerankRequest
+from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelList, RerankRequest, TokenizeRequest
 from serving.config import AppConfig, LimitsConfig
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -30,6 +30,8 @@ class ApiService(Protocol):
 
     async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]: ...
     async def rerank(self, request: RerankRequest, routing_key: str) -> tuple[str, list[float], int]: ...
+    async def tokenize(self, request: TokenizeRequest, routing_key: str) -> tuple[str, list]: ...
+    async def decode(self, request: DecodeRequest, routing_key: str) -> tuple[str, list[str]]: ...
     async def models(self) -> ModelList: ...
     async def readiness(self) -> dict[str, str]: ...
     async def metrics_text(self) -> str: ...
@@ -83,6 +85,23 @@ class Pipeline:
             tokens = sum(t for _, _, t in answers)
             record["model"], record["tokens"] = self._label(answers[0][0]), tokens
             return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
+
+    async def tokenize(self, body: TokenizeRequest, request: Request, endpoint: str = "tokenize") -> list:
+        """`serving.engines.base.Tokens` per text, in order."""
+        with self.service.track(endpoint) as record:
+            record["model"] = self._label(body.model)
+            check_embed_limits(body.texts, self.config.limits)
+            model, tokens = await self.service.tokenize(body, routing_key(request))
+            record["model"] = self._label(model)
+            return tokens
+
+    async def decode(self, body: DecodeRequest, request: Request, endpoint: str = "decode") -> list[str]:
+        with self.service.track(endpoint) as record:
+            record["model"] = self._label(body.model)
+            check_embed_limits(body.ids, self.config.limits)
+            model, texts = await self.service.decode(body, routing_key(request))
+            record["model"] = self._label(model)
+            return texts
 
 
 def to_internal(schema: type[RequestT], /, **fields) -> RequestT:

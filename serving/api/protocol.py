@@ -2,7 +2,8 @@
 rerank, with vLLM's request extensions; model listing; errors.
 
 `EmbeddingRequest` and `RerankRequest` are also what every other dialect converts to
-(`serving/api/dialects/`): the router and engines see only these two.
+(`serving/api/dialects/`): the router and engines see only these two, and `TokenizeRequest` /
+`DecodeRequest` for the tokenizer of any served model.
 
 Schemas fix types and shapes (422 when wrong). Size limits come from config and are checked
 by the router (413), and `dimensions` against the chosen model's range (422).
@@ -118,6 +119,10 @@ class RerankRequest(ScoringOptions):
     documents: Annotated[list[NonEmptyStr | TextDocument], Field(min_length=1)]
     top_n: StrictInt | None = Field(None, ge=0, description="Return only the best n results (0 or unset: all).")
     return_documents: bool = Field(True, description="Echo each document's text in its result.")
+    rank_fields: list[NonEmptyStr] | None = Field(None, description="Cohere v1: accepted, no effect (documents "
+                                                                    "have one field, `text`).")
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, description="Cohere v1: accepted, no effect "
+                                                                         "(`max_tokens_per_doc` cuts documents).")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
@@ -152,6 +157,24 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
     usage: Usage
     meta: RerankMeta = Field(default_factory=RerankMeta, description="Cohere-style billing metadata.")
+
+
+class TokenizeRequest(_Request):
+    """Internal: texts through a served model's tokenizer (any kind). No dialect's own schema."""
+
+    model: ModelName = Field(None, description="Model or alias; unset: the first configured model.")
+    texts: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    add_special_tokens: bool = True
+    input_type: Literal["query", "document"] = Field(
+        "document", description="`query` tokenizes the query prompt built from each text (embed models).")
+
+
+class DecodeRequest(_Request):
+    """Internal: token ids back to text with a served model's tokenizer."""
+
+    model: ModelName = Field(None, description="Model or alias; unset: the first configured model.")
+    ids: Annotated[list[list[StrictInt]], Field(min_length=1)]
+    skip_special_tokens: bool = True
 
 
 class ModelCard(BaseModel):

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.api.dialects import cohere, native, tei, vllm
+from serving.api.dialects import cohere, infinity, native, tei, vllm
 from serving.api.errors import Unauthorized, install_error_handlers
 from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
 from serving.api.pipeline import ApiService, Pipeline
@@ -43,7 +43,7 @@ def build_api(service: ApiService) -> FastAPI:
     auth_errors = (401,) if keys else ()
     post_errors = _errors(400, *auth_errors, 404, 413, 422, 429, 503)
     pipeline = Pipeline(service)
-    for dialect in (native, cohere, tei, vllm):
+    for dialect in (native, cohere, tei, vllm, infinity):
         app.include_router(dialect.router(pipeline), dependencies=[Depends(authorise)], responses=post_errors)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True,

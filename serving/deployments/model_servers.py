@@ -45,6 +45,13 @@ class _EngineModel:
         await self.engine.check_health()
         return True
 
+    async def tokenize(self, texts: list[str], *, add_special_tokens: bool = True, input_type: str = "document"):
+        """The model's own tokenizer, no engine call (TEI's `/tokenize`)."""
+        return self.engine.tokenize(texts, add_special_tokens=add_special_tokens, input_type=input_type)
+
+    async def decode(self, sequences: list[list[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        return self.engine.decode(sequences, skip_special_tokens=skip_special_tokens)
+
     @staticmethod
     def engine_config(deployment):
         """The engine config, named after the deployment so start-up errors say which model failed,

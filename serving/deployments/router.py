@@ -21,7 +21,7 @@ import numpy as np
 from ray import serve
 
 from serving.api.errors import ApiError, ModelNotFound, Overloaded, RequestTooLarge, Unavailable, ValidationFailed
-from serving.api.protocol import EmbeddingRequest, ModelCard, ModelList, RerankRequest
+from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelCard, ModelList, RerankRequest, TokenizeRequest
 from serving.config import AppConfig, EmbedDeploymentConfig, RouterConfig, ScalingConfig
 from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.truncation import Truncation
@@ -127,6 +127,24 @@ class Router:
             [result] = await _gather([lambda: self.handles[name].rerank.remote(*args, **options)],
                                      on_retry=functools.partial(self.metrics.retry, name))
         return name, result.scores, result.prompt_tokens
+
+    async def tokenize(self, request: TokenizeRequest, routing_key: str) -> tuple[str, list]:
+        name = resolve_any_model(self.table, request.model, routing_key)
+        options = {"add_special_tokens": request.add_special_tokens, "input_type": request.input_type}
+        return name, await self._call_model(name, "tokenize", request.texts, **options)
+
+    async def decode(self, request: DecodeRequest, routing_key: str) -> tuple[str, list[str]]:
+        name = resolve_any_model(self.table, request.model, routing_key)
+        return name, await self._call_model(name, "decode", request.ids,
+                                            skip_special_tokens=request.skip_special_tokens)
+
+    async def _call_model(self, name: str, method: str, *args, **kwargs):
+        """One call of a model's method, wherever the model runs."""
+        if name in self.local:
+            return await self._call_local(name, lambda model: getattr(model, method)(*args, **kwargs))
+        [result] = await _gather([lambda: getattr(self.handles[name], method).remote(*args, **kwargs)],
+                                 on_retry=functools.partial(self.metrics.retry, name))
+        return result
 
     async def _call_local(self, name: str, call):
         """``call(model)`` on a model of this replica, within its in-flight limit, errors as API errors."""
@@ -264,6 +282,14 @@ def resolve_model(table: ModelTable, name: str | None, kind: str, routing_key: s
         raise ModelNotFound(str(exc)) from None
     except ModelRequiredError as exc:
         raise ValidationFailed(str(exc)) from None
+
+
+def resolve_any_model(table: ModelTable, name: str | None, routing_key: str) -> str:
+    """The deployment for a request any kind of model serves (tokenize, decode)."""
+    try:
+        return table.resolve_any(name, routing_key)
+    except UnknownModelError as exc:
+        raise ModelNotFound(str(exc)) from None
 
 
 def merged_calls_in_flight(model: EmbedDeploymentConfig, router: RouterConfig) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError
@@ -15,6 +16,36 @@ def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One text as the model's tokenizer splits it."""
+
+    text: str  # what was tokenized: the input, or the query prompt built from it
+    ids: list[int]
+    pieces: list[str]  # the tokenizer's token strings
+    spans: list[tuple[int, int] | None]  # character span of each token in `text`; None for added special tokens
+
+
+def tokenize_texts(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[Tokens]:
+    encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
+    result = []
+    for text, ids, offsets, special in zip(texts, encoded["input_ids"], encoded["offset_mapping"],
+                                           encoded["special_tokens_mask"]):
+        spans = [None if s else (int(a), int(b)) for (a, b), s in zip(offsets, special)]
+        result.append(Tokens(text, list(ids), tokenizer.convert_ids_to_tokens(ids), spans))
+    return result
+
+
+def decode_ids(tokenizer: Any, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+    vocab = len(tokenizer)
+    for i, ids in enumerate(sequences):
+        for token in ids:
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab:
+                raise EngineInputError(f"ids[{i}] holds {token!r}, not a token id in [0, {vocab})")
+    return [tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens) for ids in sequences]
 
 
 def new_request_id(kind: str) -> str:
@@ -57,6 +88,21 @@ class OwnsEngine:
     """Base for classes holding an AsyncLLM in ``_engine``: explicit, idempotent shutdown."""
 
     _engine: Any = None
+    tokenizer: Any = None  # the checkpoint's HF tokenizer, set by the subclass
+
+    def format_query(self, text: str) -> str:
+        raise EngineInputError("the query prompt applies to embedding models only")
+
+    def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True,
+                 input_type: str = "document") -> list[Tokens]:
+        """Texts as the model's tokenizer splits them; `query` tokenizes the query prompt built from each."""
+        texts = require_texts(texts, "texts")
+        if input_type == "query":
+            texts = [self.format_query(t) for t in texts]
+        return tokenize_texts(self.tokenizer, texts, add_special_tokens)
+
+    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        return decode_ids(self.tokenizer, sequences, skip_special_tokens)
 
     async def check_health(self) -> None:
         """Raise EngineUnavailableError unless the engine can take requests."""

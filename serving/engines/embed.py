@@ -108,8 +108,12 @@ class EmbedEngine(OwnsEngine):
         )
         with startup_errors(config), self.shutdown_on_error():
             model_config = self._engine.model_config
-            self.inputs = EmbedInputs(config, load_tokenizer(config.model), model_config.hf_config.hidden_size,
+            self.tokenizer = load_tokenizer(config.model)
+            self.inputs = EmbedInputs(config, self.tokenizer, model_config.hf_config.hidden_size,
                                       model_config.hf_config.vocab_size, model_config.max_model_len)
+
+    def format_query(self, text: str) -> str:
+        return self.inputs.format_query(text)
 
     async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,

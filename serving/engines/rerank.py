@@ -121,7 +121,8 @@ class RerankEngine(OwnsEngine):
             logprobs_mode="processed_logprobs",
         )
         with startup_errors(config), self.shutdown_on_error():
-            self.prompts = RerankPrompts(config, load_tokenizer(config.model), self._engine.model_config.max_model_len)
+            self.tokenizer = load_tokenizer(config.model)
+            self.prompts = RerankPrompts(config, self.tokenizer, self._engine.model_config.max_model_len)
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,

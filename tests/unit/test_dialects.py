@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.api.errors import ValidationFailed
 from serving.api.protocol import ModelCard, ModelList
 from serving.api.routes import build_api
 from serving.config import AppConfig
-from serving.deployments.router import resolve_model
+from serving.deployments.router import resolve_any_model, resolve_model
+from serving.engines.base import decode_ids, tokenize_texts
+from serving.engines.errors import EngineInputError
 from serving.routing import ModelTable
 
 TWO_EMBED = [{"name": "e", "kind": "embed"}, {"name": "e2", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
@@ -21,11 +24,12 @@ ONE_EMBED = [{"name": "e", "kind": "embed"}, {"name": "r", "kind": "rerank"}]
 class ResolvingService:
     """Resolves `model` like the router (ModelTable, same error mapping) and records what it got."""
 
-    def __init__(self, models=ONE_EMBED):
+    def __init__(self, models=ONE_EMBED, tokenizer=None):
         self.config = AppConfig.model_validate({"models": models})
         self.table = ModelTable(self.config)
         self.calls: list = []
         self.keys: list[str] = []
+        self.tokenizer = tokenizer  # a real HF tokenizer for /tokenize and /decode, when a test gives one
 
     def _resolve(self, name, kind, key):
         return resolve_model(self.table, name, kind, key)
@@ -43,6 +47,20 @@ class ResolvingService:
         # Scores that depend on the pair, so reassembly order is visible.
         return name, [len(request.query) + len(d) / 100 for d in request.texts()], 10 * len(request.documents)
 
+    async def tokenize(self, request, routing_key):
+        name = resolve_any_model(self.table, request.model, routing_key)
+        self.calls.append(request)
+        texts = [f"Q:{t}" if request.input_type == "query" else t for t in request.texts]
+        return name, tokenize_texts(self.tokenizer, texts, request.add_special_tokens)
+
+    async def decode(self, request, routing_key):
+        name = resolve_any_model(self.table, request.model, routing_key)
+        self.calls.append(request)
+        try:
+            return name, decode_ids(self.tokenizer, request.ids, request.skip_special_tokens)
+        except EngineInputError as exc:  # as the router maps it
+            raise ValidationFailed(str(exc)) from None
+
     async def models(self):
         return ModelList(data=[ModelCard(id="e", created=0, kind="embed", source="/m/emb", max_model_len=512,
                                          max_dimensions=128),
@@ -59,8 +77,8 @@ class ResolvingService:
         yield {}
 
 
-def serve(models=ONE_EMBED) -> tuple[TestClient, ResolvingService]:
-    service = ResolvingService(models)
+def serve(models=ONE_EMBED, tokenizer=None) -> tuple[TestClient, ResolvingService]:
+    service = ResolvingService(models, tokenizer)
     return TestClient(build_api(service)), service
 
 
@@ -236,7 +254,8 @@ def test_score_pairs_count_against_the_document_limit():
 def test_every_route_is_in_the_openapi_document_with_its_error_statuses():
     c, _ = serve()
     paths = c.get("/openapi.json").json()["paths"]
-    for path in ("/v2/rerank", "/v2/embed", "/embed", "/rerank", "/v1/score", "/score"):
+    for path in ("/v2/rerank", "/v2/embed", "/v1/embed", "/embed", "/rerank", "/v1/score", "/score", "/similarity",
+                 "/tokenize", "/decode", "/", "/infinity/embeddings", "/embeddings", "/infinity/rerank"):
         assert {"200", "400", "404", "413", "422", "429", "503"} <= set(paths[path]["post"]["responses"]), path
     assert "200" in paths["/info"]["get"]["responses"]
 
@@ -279,3 +298,146 @@ def test_a_value_the_internal_schema_refuses_is_a_422_not_a_500():
         to_internal(EmbeddingRequest, input="a", truncate_prompt_tokens=24208784)
     c, _ = serve()
     assert "max_tokens" in error(c.post("/v2/embed", json={"texts": ["a"], "max_tokens": 24208784}), 422)
+
+
+# --- TEI: similarity, tokenize, decode, `POST /`
+
+
+def test_tei_similarity_is_the_cosine_of_the_source_with_each_sentence():
+    c, service = serve()
+    got = c.post("/similarity", json={"inputs": {"source_sentence": "a", "sentences": ["b", "c"]},
+                                      "parameters": {"prompt_name": "query", "truncate": True}}).json()
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)  # the fake's vectors: source first
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    assert got == pytest.approx((unit[1:] @ unit[0]).tolist())
+    internal = service.calls[0]
+    assert internal.input == ["a", "b", "c"] and internal.input_type == "query"
+    assert internal.truncate_prompt_tokens == -1
+
+
+def test_tei_tokenize_gives_byte_offsets_and_marks_the_added_eos_special(embed_tokenizer):
+    c, _ = serve(tokenizer=embed_tokenizer)
+    [tokens] = c.post("/tokenize", json={"inputs": "héllo wörld"}).json()
+    assert [t["id"] for t in tokens] == embed_tokenizer("héllo wörld")["input_ids"]
+    text = "héllo wörld".encode()
+    for t in tokens[:-1]:
+        assert not t["special"] and text[t["start"]:t["stop"]].decode() == t["text"]
+    assert tokens[-1] == {"id": 151643, "text": "<|endoftext|>", "special": True, "start": None, "stop": None}
+
+
+def test_tei_tokenize_batch_without_special_tokens_and_with_the_query_prompt(embed_tokenizer):
+    c, service = serve(tokenizer=embed_tokenizer)
+    got = c.post("/tokenize", json={"inputs": ["a b", "c"], "add_special_tokens": False,
+                                    "prompt_name": "query"}).json()
+    assert len(got) == 2 and not any(t["special"] for t in got[0] + got[1])
+    assert service.calls[0].input_type == "query" and service.calls[0].add_special_tokens is False
+
+
+def test_tei_decode_single_and_batch(embed_tokenizer):
+    c, _ = serve(tokenizer=embed_tokenizer)
+    assert c.post("/decode", json={"ids": [9707, 1879, 151643]}).json() == ["Hello world"]
+    assert c.post("/decode", json={"ids": [[9707, 1879, 151643], [9707]], "skip_special_tokens": False}).json() == [
+        "Hello world<|endoftext|>", "Hello"]
+    assert "not a token id" in error(c.post("/decode", json={"ids": [10**7]}), 422)
+
+
+def test_tokenizer_routes_default_to_the_first_model_and_take_any_kind(embed_tokenizer):
+    c, service = serve(tokenizer=embed_tokenizer)
+    c.post("/tokenize", json={"inputs": "a"})
+    c.post("/tokenize", json={"inputs": "a", "model": "r"})
+    assert [r.model for r in service.calls] == [None, "r"]
+    assert "Available" in error(c.post("/decode", json={"ids": [1], "model": "nope"}), 404)
+
+
+def test_tei_root_goes_by_body_shape():
+    c, service = serve()
+    assert c.post("/", json={"inputs": ["a"]}).json() == [[0.0, 1.0, 2.0, 3.0]]
+    assert [r["index"] for r in c.post("/", json={"query": "q", "texts": ["a", "aa"]}).json()] == [1, 0]
+    assert len(c.post("/", json={"inputs": {"source_sentence": "a", "sentences": ["b"]}}).json()) == 1
+    assert [type(r).__name__ for r in service.calls] == ["EmbeddingRequest", "RerankRequest", "EmbeddingRequest"]
+
+
+@pytest.mark.parametrize("models, missing", [(ONE_EMBED, "inputs"), ([{"name": "r", "kind": "rerank"}], "texts")])
+def test_tei_root_reads_a_body_of_neither_shape_as_the_first_models_route(models, missing):
+    c, _ = serve(models)
+    assert missing in error(c.post("/", json={"truncate": True}), 422)
+
+
+# --- Infinity
+
+
+@pytest.mark.parametrize("path", ["/infinity/embeddings", "/embeddings"])
+def test_infinity_embeddings_answer_in_openai_shape_with_id_and_created(path):
+    c, service = serve()
+    body = c.post(path, json={"input": ["a", "b"], "model": "default/not-specified", "dimensions": 0,
+                              "modality": "text"}).json()
+    assert body["data"][1]["embedding"] == [4.0, 5.0, 6.0, 7.0] and body["id"].startswith("infinity-")
+    assert isinstance(body["created"], int) and body["usage"] == {"prompt_tokens": 10, "total_tokens": 10}
+    assert service.calls[0].model is None and service.calls[0].dimensions is None
+    c.post(path, json={"input": "a", "model": "e", "dimensions": 64})
+    assert service.calls[1].dimensions == 64
+    error(c.post(path, json={"input": "a", "modality": "image"}), 422)
+
+
+def test_infinity_rerank_gives_documents_as_plain_strings_only_when_asked():
+    c, service = serve()
+    body = c.post("/infinity/rerank", json={"query": "q", "documents": ["a", "aa", "aaa"], "return_documents": True,
+                                            "top_n": 2, "raw_scores": True}).json()
+    assert body["object"] == "rerank" and body["model"] == "r"
+    assert body["results"] == [{"relevance_score": pytest.approx(1.03), "index": 2, "document": "aaa"},
+                               {"relevance_score": pytest.approx(1.02), "index": 1, "document": "aa"}]
+    assert service.calls[0].use_activation is False
+    plain = c.post("/infinity/rerank", json={"query": "q", "documents": ["a"]}).json()
+    assert plain["results"] == [{"relevance_score": pytest.approx(1.01), "index": 0}]
+
+
+@pytest.mark.parametrize("path", ["/infinity/models", "/models"])
+def test_infinity_models_list_capabilities(path):
+    c, _ = serve()
+    data = c.get(path).json()["data"]
+    assert [(m["id"], m["capabilities"]) for m in data] == [("e", ["embed"]), ("r", ["rerank"])]
+
+
+# --- Cohere: return_documents on v2 rerank, v1 embed, fields the peers document
+
+
+def test_cohere_v2_rerank_return_documents_echoes_the_text():
+    c, _ = serve()
+    body = c.post("/v2/rerank", json={"query": "q", "documents": ["a", "aa"], "return_documents": True}).json()
+    assert body["results"][0] == {"index": 1, "relevance_score": pytest.approx(1.02), "document": {"text": "aa"}}
+    plain = c.post("/v2/rerank", json={"query": "q", "documents": ["a"], "return_documents": False}).json()
+    assert set(plain["results"][0]) == {"index", "relevance_score"}
+
+
+@pytest.mark.parametrize("path, extra", [("/v2/rerank", {"rank_fields": ["text"], "max_chunks_per_doc": 2}),
+                                         ("/v1/rerank", {"rank_fields": ["text"], "max_chunks_per_doc": 2})])
+def test_cohere_documented_rerank_fields_are_accepted(path, extra):
+    c, _ = serve()
+    assert c.post(path, json={"query": "q", "documents": ["a"]} | extra).status_code == 200
+
+
+def test_cohere_v1_embed_answers_floats_without_embedding_types_and_by_type_with():
+    c, service = serve()
+    floats = c.post("/v1/embed", json={"texts": ["a", "b"], "model": "e", "input_type": "search_query",
+                                       "truncate": "START"}).json()
+    assert floats["response_type"] == "embeddings_floats" and floats["embeddings"][1] == [4.0, 5.0, 6.0, 7.0]
+    assert floats["texts"] == ["a", "b"] and floats["meta"] == {"api_version": {"version": "1"},
+                                                                "billed_units": {"input_tokens": 10}}
+    assert (service.calls[0].input_type, service.calls[0].truncation_side) == ("query", "left")
+    by_type = c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["float", "base64"],
+                                        "input_type": "clustering", "truncate": "NONE"}).json()
+    assert by_type["response_type"] == "embeddings_by_type" and set(by_type["embeddings"]) == {"float", "base64"}
+    assert service.calls[1].input_type == "document" and service.calls[1].truncate is False
+    error(c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["int8"]}), 422)
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/embed", {"texts": ["a"], "embeding_types": ["float"]}, "embeding_types"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "return_document": True}, "return_document"),
+    ("/infinity/rerank", {"query": "q", "documents": ["a"], "topn": 1}, "topn"),
+    ("/tokenize", {"inputs": "a", "add_special_token": False}, "add_special_token"),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"prompt": "q"}}, "prompt"),
+])
+def test_misspelt_fields_on_the_new_routes_are_422_naming_them(path, body, field):
+    c, _ = serve()
+    assert field in error(c.post(path, json=body), 422)

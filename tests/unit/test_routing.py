@@ -71,3 +71,12 @@ def test_omitted_model_with_several_of_its_kind_lists_the_choices():
 
     with pytest.raises(ModelRequiredError, match=r"Choices: \['canary', 'e1', 'e2'\]"):
         ModelTable(config()).resolve(None, "embed", "k")
+
+
+def test_resolve_any_takes_every_kind_and_defaults_to_the_first_model():
+    table = ModelTable(config())
+    assert table.resolve_any(None, "k") == "e1"
+    assert table.resolve_any("r", "k") == "r"
+    assert table.resolve_any("canary", "k") in {"e1", "e2"}
+    with pytest.raises(UnknownModelError, match="not served"):
+        table.resolve_any("nope", "k")

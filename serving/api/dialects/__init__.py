@@ -3,7 +3,9 @@
 
 - `native`: OpenAI embeddings and Cohere v1 / Jina / vLLM rerank, whose schemas are the internal ones
 - `cohere`: Cohere API v2 (`/v2/rerank`, `/v2/embed`)
-- `tei`: text-embeddings-inference (`/embed`, `/rerank` with `texts`, `/info`)
+- `tei`: text-embeddings-inference (`/embed`, `/rerank` with `texts`, `/similarity`, `/tokenize`, `/decode`, `/`,
+  `/info`)
+- `infinity`: Infinity (`/infinity/embeddings`, `/infinity/rerank`, `/infinity/models`; bare `/embeddings`, `/models`)
 - `vllm`: vLLM's score API (`/v1/score`, `/score`); vLLM's request fields on the native routes live in
   `serving/api/protocol.py`
 """

@@ -1,6 +1,9 @@
-"""Cohere API v2: `POST /v2/rerank` and `POST /v2/embed`, as `cohere.ClientV2` sends them.
+"""Cohere's API: v2 `POST /v2/rerank` and `POST /v2/embed` (`cohere.ClientV2`), v1 `POST /v1/embed`
+(`cohere.Client`).
 
 Cohere v1 rerank is the native `/v1/rerank`. Cohere's `priority` is accepted only as 0, like vLLM's.
+`rank_fields` and `max_chunks_per_doc` are accepted and change nothing: documents here are plain
+strings (no fields to pick), and `max_tokens_per_doc` bounds each document instead of chunking it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from serving.api.pipeline import Pipeline, encode_base64, new_id, to_internal
-from serving.api.protocol import MODEL_DESCRIPTION, EmbeddingRequest, ModelName, NonEmptyStr, RerankRequest, _Request
+from serving.api.protocol import (
+    MODEL_DESCRIPTION,
+    EmbeddingRequest,
+    ModelName,
+    NonEmptyStr,
+    RerankDocument,
+    RerankRequest,
+    _Request,
+)
 
 # --- schemas
 
@@ -22,12 +33,17 @@ class V2RerankRequest(_Request):
     documents: Annotated[list[NonEmptyStr], Field(min_length=1)]
     top_n: StrictInt | None = Field(None, ge=1, description="Return only the best n results.")
     max_tokens_per_doc: StrictInt | None = Field(None, ge=1, description="Truncate each document to this many tokens.")
+    return_documents: bool = Field(False, description="Echo each document as `{\"text\"}` in its result.")
+    rank_fields: list[NonEmptyStr] | None = Field(None, description="Accepted, no effect: documents are strings.")
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1, description="Accepted, no effect: documents are not "
+                                                                         "chunked (`max_tokens_per_doc` cuts them).")
     priority: StrictInt = Field(0, ge=0, le=0, description="Only 0; this server does not schedule by priority.")
 
 
 class V2RerankResult(BaseModel):
     index: int
     relevance_score: float
+    document: RerankDocument | None = None
 
 
 class ApiVersion(BaseModel):
@@ -78,6 +94,40 @@ class EmbeddingsByType(BaseModel):
     base64: list[str] | None = None
 
 
+class V1EmbedRequest(_Request):
+    texts: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    model: ModelName = Field(None, description=MODEL_DESCRIPTION)
+    input_type: Literal["search_query", "search_document", "classification", "clustering"] = Field(
+        "search_document", description="`search_query` applies the model's query instruction; the others embed "
+                                       "the text as is.")
+    embedding_types: Annotated[list[Literal["float", "base64"]], Field(min_length=1, max_length=2)] | None = Field(
+        None, description="Unset: `embeddings` is a list of float vectors (`embeddings_floats`); set: by type.")
+    truncate: Literal["NONE", "START", "END"] = Field(
+        "END", description="Over-long texts: `END` cuts the end (keeping the EOS), `START` the start, `NONE` "
+                           "rejects them with 413.")
+
+
+class V1Meta(BaseModel):
+    api_version: ApiVersion = Field(default_factory=lambda: ApiVersion(version="1"))
+    billed_units: BilledUnits
+
+
+class V1FloatsEmbedResponse(BaseModel):
+    response_type: Literal["embeddings_floats"] = "embeddings_floats"
+    id: str
+    embeddings: list[list[float]]
+    texts: list[str]
+    meta: V1Meta
+
+
+class V1ByTypeEmbedResponse(BaseModel):
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+    id: str
+    embeddings: EmbeddingsByType
+    texts: list[str]
+    meta: V1Meta
+
+
 class V2EmbedResponse(BaseModel):
     id: str
     embeddings: EmbeddingsByType
@@ -91,7 +141,22 @@ class V2EmbedResponse(BaseModel):
 
 def rerank_request(body: V2RerankRequest) -> RerankRequest:
     return to_internal(RerankRequest, model=body.model, query=body.query, documents=body.documents,
-                       top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc, return_documents=False)
+                       top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc,
+                       return_documents=body.return_documents)
+
+
+def v1_embed_request(body: V1EmbedRequest) -> EmbeddingRequest:
+    return to_internal(
+        EmbeddingRequest,
+        model=body.model, input=body.texts, input_type="query" if body.input_type == "search_query" else "document",
+        truncation_side="left" if body.truncate == "START" else None,
+        truncate=False if body.truncate == "NONE" else None)
+
+
+def embeddings_by_type(vectors, types: set[str]) -> EmbeddingsByType:
+    return EmbeddingsByType.model_validate({
+        "float": vectors.tolist() if "float" in types else None,
+        "base64": [encode_base64(v) for v in vectors] if "base64" in types else None})
 
 
 def embed_request(body: V2EmbedRequest) -> EmbeddingRequest:
@@ -116,18 +181,28 @@ def router(pipeline: Pipeline) -> APIRouter:
         result = await pipeline.rerank(internal, request, endpoint="cohere_v2_rerank")
         return V2RerankResponse(
             id=new_id("rerank"),
-            results=[V2RerankResult(index=i, relevance_score=result.scores[i]) for i in internal.top(result.scores)],
+            results=[V2RerankResult(index=i, relevance_score=result.scores[i],
+                                    document=RerankDocument(text=result.texts[i]) if body.return_documents else None)
+                     for i in internal.top(result.scores)],
             meta=V2Meta(billed_units=BilledUnits(search_units=1)))
 
     @api.post("/v2/embed", response_model=V2EmbedResponse, response_model_exclude_none=True,
               response_model_by_alias=True)
     async def embed_v2(body: V2EmbedRequest, request: Request) -> V2EmbedResponse:
         result = await pipeline.embed(embed_request(body), request, endpoint="cohere_v2_embed")
-        types = set(body.embedding_types)
-        embeddings = EmbeddingsByType.model_validate({
-            "float": result.vectors.tolist() if "float" in types else None,
-            "base64": [encode_base64(v) for v in result.vectors] if "base64" in types else None})
+        embeddings = embeddings_by_type(result.vectors, set(body.embedding_types))
         return V2EmbedResponse(id=new_id("embed"), embeddings=embeddings, texts=body.texts,
                                meta=V2Meta(billed_units=BilledUnits(input_tokens=result.tokens)))
+
+    @api.post("/v1/embed", response_model=V1FloatsEmbedResponse | V1ByTypeEmbedResponse,
+              response_model_exclude_none=True, response_model_by_alias=True)
+    async def embed_v1(body: V1EmbedRequest, request: Request) -> V1FloatsEmbedResponse | V1ByTypeEmbedResponse:
+        result = await pipeline.embed(v1_embed_request(body), request, endpoint="cohere_v1_embed")
+        meta = V1Meta(billed_units=BilledUnits(input_tokens=result.tokens))
+        if body.embedding_types is None:
+            return V1FloatsEmbedResponse(id=new_id("embed"), embeddings=result.vectors.tolist(), texts=body.texts,
+                                         meta=meta)
+        return V1ByTypeEmbedResponse(id=new_id("embed"), texts=body.texts, meta=meta,
+                                     embeddings=embeddings_by_type(result.vectors, set(body.embedding_types)))
 
     return api

@@ -19,12 +19,13 @@ from serving.api.protocol import (
 )
 
 
-def embedding_response(result: Embedded, body: EmbeddingRequest) -> Response:
+def embedding_response(result: Embedded, body: EmbeddingRequest, **extra) -> Response:
     """The OpenAI response, serialised straight from the float32 array.
 
     Building it through the pydantic models would convert every element to a Python float and
     validate it twice (model, then FastAPI's `response_model`); orjson writes the array itself,
-    each element as the shortest decimal that reads back as the same float32.
+    each element as the shortest decimal that reads back as the same float32. `extra`: a dialect's
+    further top-level fields.
     """
     if body.encoding_format == "base64":
         embeddings: list = [encode_base64(v, body.embed_dtype, body.endianness) for v in result.vectors]
@@ -32,7 +33,8 @@ def embedding_response(result: Embedded, body: EmbeddingRequest) -> Response:
         embeddings = list(np.ascontiguousarray(result.vectors, dtype=np.float32))
     content = {"object": "list",
                "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
-               "model": result.model, "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens}}
+               "model": result.model, "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+               **extra}
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 

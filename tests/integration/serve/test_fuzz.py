@@ -22,10 +22,14 @@ from tests.integration.serve.conftest import CANARY
 pytestmark = pytest.mark.slow
 
 EMBED_MODELS = ["tiny-embed", "embed-canary", *CANARY]
-MODELS = {"/v1/embeddings": EMBED_MODELS, "/v2/embed": EMBED_MODELS, "/embed": EMBED_MODELS,
-          **{path: ["tiny-rerank"] for path in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")}}
+ALL_MODELS = [*EMBED_MODELS, "tiny-rerank"]
+MODELS = {**{path: EMBED_MODELS for path in ("/v1/embeddings", "/v2/embed", "/v1/embed", "/embed", "/similarity",
+                                             "/infinity/embeddings", "/embeddings")},
+          **{path: ["tiny-rerank"] for path in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score",
+                                                "/infinity/rerank")},
+          **{path: ALL_MODELS for path in ("/", "/tokenize", "/decode")}}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES_PER_OPERATION = 30  # per operation and mode: 14 operations x 2 modes
+EXAMPLES_PER_OPERATION = 30  # per operation and mode: 23 operations x 2 modes
 
 
 def fuzz(schema_url: str, base_url: str, headers: dict[str, str], max_examples: int) -> dict:
