@@ -78,7 +78,6 @@ class ModelTable:
             return route.names[0]
         return route.names[bisect.bisect_right(route.cumulative, unit_hash(self.seed, routing_key))]
 
-
     def resolve_any(self, name: str | None, routing_key: str) -> str:
         """For requests any model can serve (its tokenizer): unset is the first configured model."""
         if name is None:
