@@ -29,6 +29,7 @@ from serving.merging import CallMerger, QueueFull
 from serving.routing import ModelRequiredError, ModelTable, UnknownModelError, chunks
 
 logger = logging.getLogger(__name__)
+ANSWER_FLUSH_S = 0.5  # a leaving replica's wait, after its last engine call, before it exits
 
 
 @serve.deployment
@@ -175,6 +176,9 @@ class Router:
         deadline = time.monotonic() + ENGINE_REPLICA_OPTIONS["graceful_shutdown_timeout_s"]
         while any(limit.in_flight for limit in self._limits.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        # The answers of the last calls are still being written: an answer cut off after its headers
+        # is one HAProxy can no longer send again.
+        await asyncio.sleep(ANSWER_FLUSH_S)
         exit_replica("an engine of this ingress replica died", self._shutdown_engines)
 
     def _shutdown_engines(self) -> None:
