@@ -170,9 +170,22 @@ class _ModelDeployment(_Strict):
         return self
 
 
+class QuantizationConfig(_Strict):
+    """How `int8` / `uint8` embeddings are scaled (`binary` / `ubinary` keep the sign bits and need nothing)."""
+
+    calibration: str | None = Field(
+        None, min_length=1, description="A .npy file of calibration embeddings (one row per text, the model's full "
+                                        "dimension), written by `qwen3-serve calibrate`; each dimension's range is "
+                                        "their min and max (for MRL `dimensions`, of the vectors truncated and "
+                                        "re-normalised). Read when the app starts, so it must exist where the "
+                                        "ingress runs. None: [-1, 1] for every dimension (valid for any "
+                                        "L2-normalised vector, coarser).")
+
+
 class EmbedDeploymentConfig(_ModelDeployment):
     kind: Literal["embed"] = "embed"
     engine: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
 
 
 class RerankDeploymentConfig(_ModelDeployment):
