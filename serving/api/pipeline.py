@@ -157,10 +157,7 @@ def check_total_chars(total: int, limits: LimitsConfig) -> None:
 
 def encode_base64(vector: np.ndarray, dtype: str = "float32", endianness: str = "little") -> str:
     """The vector's bytes: little-endian float32 by default, as OpenAI and Cohere send them; vLLM's
-    `embed_dtype` and `endianness` choose others. Quantized (int8 / uint8) vectors: their bytes as they are."""
-    vector = np.asarray(vector)
-    if vector.dtype in (np.int8, np.uint8):
-        return base64.b64encode(vector.tobytes()).decode()
+    `embed_dtype` and `endianness` choose others."""
     order = {"little": "<", "big": ">", "native": "="}[endianness]
     values = np.asarray(vector, dtype=np.float32)
     if dtype == "bfloat16":

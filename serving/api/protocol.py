@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
-
-from serving.quantization import EmbeddingType
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 NonEmptyStr = Annotated[str, StringConstraints(strict=True, min_length=1)]
 TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
@@ -52,14 +50,12 @@ class EmbeddingRequest(_VllmOptions):
     model: ModelName = Field(None, description=MODEL_DESCRIPTION)
     input: EmbedInput = Field(description="A string, a list of strings, a token list or a list of token lists.")
     dimensions: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
-    encoding_format: Literal["float", "base64"] = Field(
-        "float", description="`float`: a JSON list per vector; `base64`: the vector's bytes (little-endian float32, "
-                             "or one byte per element when `output_dtype` quantizes).")
-    output_dtype: EmbeddingType = Field(
-        "float", description="Extension (Voyage AI's name and values; Cohere's `embedding_types`): `int8` / `uint8` "
-                             "one integer per dimension, scaled by the model's calibration ranges; `binary` (int8) / "
-                             "`ubinary` (uint8) the sign bits packed eight dimensions per integer. Applied after "
-                             "`dimensions`.")
+    encoding_format: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float", description="`float`: a JSON list of floats per vector; `base64`: the vector's bytes (little-endian "
+                             "float32 unless `embed_dtype` / `endianness` say otherwise). Extension: `int8` / `uint8` "
+                             "a JSON list of integers, one per dimension, scaled by the model's calibration ranges; "
+                             "`binary` (int8) / `ubinary` (uint8) the sign bits, eight dimensions per integer. "
+                             "Applied after `dimensions`.")
     input_type: Literal["query", "document"] = Field(
         "document", description="Extension: `query` applies the instruction format, `document` embeds as-is.")
     instruction: NonEmptyStr | None = Field(None, description="Extension: task instruction for queries.")
@@ -73,13 +69,6 @@ class EmbeddingRequest(_VllmOptions):
     endianness: Literal["native", "big", "little"] = Field(
         "native", description="vLLM: the byte order of `base64` vectors (`native`: the server's).")
 
-    @model_validator(mode="after")
-    def _one_element_type(self) -> EmbeddingRequest:
-        if self.output_dtype != "float" and self.embed_dtype != "float32":
-            raise ValueError(f"`embed_dtype` {self.embed_dtype} is for float vectors; `output_dtype` "
-                             f"{self.output_dtype} sends one byte per element: leave `embed_dtype` out")
-        return self
-
     def inputs(self) -> list[str] | list[list[int]]:
         """`input` as a list of items: strings or token lists."""
         if isinstance(self.input, str):
@@ -92,8 +81,8 @@ class EmbeddingRequest(_VllmOptions):
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | list[int] | str = Field(description="Floats, integers (`output_dtype` other than "
-                                                             "`float`), or base64 of the vector's bytes.")
+    embedding: list[float] | list[int] | str = Field(description="Floats, integers (a quantized "
+                                                             "`encoding_format`), or base64 of the vector's bytes.")
 
 
 class Usage(BaseModel):

@@ -56,7 +56,9 @@ def router(pipeline: Pipeline) -> APIRouter:
     @api.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         result = await pipeline.embed(body, request)
-        return embedding_response(result, body, pipeline.quantize(result, body.output_dtype, body.dimensions))
+        quantized = body.encoding_format not in ("float", "base64")
+        return embedding_response(
+            result, body, pipeline.quantize(result, body.encoding_format, body.dimensions) if quantized else None)
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
