@@ -552,3 +552,26 @@ def test_a_missing_calibration_file_fails_the_app_build(tmp_path):
     models = [{"name": "e", "kind": "embed", "quantization": {"calibration": str(tmp_path / "none.npy")}}]
     with pytest.raises(CalibrationError, match="none.npy"):
         build_api(UnitVectorService(models))
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")  # the SDKs' own timeouts
+def test_the_cohere_and_openai_sdks_ask_for_and_parse_quantized_types():
+    import cohere
+    from openai import OpenAI
+
+    from serving.quantization import quantize
+
+    c = serve_unit()
+    v2 = cohere.ClientV2(api_key="k", base_url=str(c.base_url), httpx_client=c)
+    response = v2.embed(model="e", texts=["a", "b"], input_type="search_document",
+                        embedding_types=["int8", "ubinary"], output_dimension=32)
+    assert response.embeddings.int8 == quantize(unit_vectors(2, 32), "int8").tolist()
+    assert response.embeddings.ubinary == quantize(unit_vectors(2, 32), "ubinary").tolist()
+    unset = v2.embed(model="e", texts=["a"], embedding_types=["uint8"], output_dimension=None)
+    assert unset.embeddings.uint8 == quantize(unit_vectors(1, 16), "uint8").tolist()
+    v1 = cohere.Client(api_key="k", base_url=str(c.base_url), httpx_client=c)
+    assert v1.embed(texts=["a"], embedding_types=["binary"]).embeddings.binary == quantize(
+        unit_vectors(1, 16), "binary").tolist()
+    openai = OpenAI(api_key="k", base_url=f"{c.base_url}/v1", http_client=c)
+    rows = openai.embeddings.create(model="e", input=["a", "b"], encoding_format="uint8").data
+    assert [r.embedding for r in rows] == quantize(unit_vectors(2, 16), "uint8").tolist()
