@@ -567,7 +567,8 @@ def test_the_cohere_and_openai_sdks_ask_for_and_parse_quantized_types():
                         embedding_types=["int8", "ubinary"], output_dimension=32)
     assert response.embeddings.int8 == quantize(unit_vectors(2, 32), "int8").tolist()
     assert response.embeddings.ubinary == quantize(unit_vectors(2, 32), "ubinary").tolist()
-    unset = v2.embed(model="e", texts=["a"], embedding_types=["uint8"], output_dimension=None)
+    unset = v2.embed(model="e", texts=["a"], input_type="search_query", embedding_types=["uint8"],
+                     output_dimension=None)
     assert unset.embeddings.uint8 == quantize(unit_vectors(1, 16), "uint8").tolist()
     v1 = cohere.Client(api_key="k", base_url=str(c.base_url), httpx_client=c)
     assert v1.embed(texts=["a"], embedding_types=["binary"]).embeddings.binary == quantize(
