@@ -69,7 +69,8 @@ def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
     p = sub.add_parser(name, help=help_text, description=(
         f"{help_text}. Runs locally (a fresh Ray instance), on the cluster in RAY_ADDRESS, or under "
         "`ray job submit`. Output: Parquet files under --output with columns id, "
-        + ("embedding (fixed_size_list<float32>[D]), " if name == "encode" else "score (float64), ")
+        + ("embedding (fixed_size_list<float32>[D]; with --embedding-type int8/uint8: <int8>/<uint8>[D], "
+           "binary/ubinary: <int8>/<uint8>[ceil(D/8)]), " if name == "encode" else "score (float64), ")
         + "n_tokens, error; a row that cannot be processed has an error and a null result. A killed job "
         "rerun with the same arguments finishes the rest (every id once); a finished one is a no-op."))
     p.add_argument("--model", default=None,
@@ -81,6 +82,11 @@ def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
         p.add_argument("--text-field", help=doc["text_field"])
         p.add_argument("--input-type", choices=["document", "query"], help=doc["input_type"])
         p.add_argument("--dimensions", type=int, default=None, help=doc["dimensions"])
+        p.add_argument("--embedding-type", choices=["float", "int8", "uint8", "binary", "ubinary"],
+                       help=doc["embedding_type"])
+        p.add_argument("--calibration", default=None, metavar="FILE.npy",
+                       help="int8/uint8: calibration embeddings from `qwen3-serve calibrate` (default: the config "
+                            "model's quantization.calibration, else the range [-1, 1])")
     else:
         p.add_argument("--query-field", help=doc["query_field"])
         p.add_argument("--document-field", help=doc["document_field"])

@@ -400,6 +400,10 @@ class BulkJobConfig(_Strict):
     instruction: str | None = Field(None, min_length=1, description="Task instruction (encode queries, score pairs); "
                                                                      "None = the model's default.")
     dimensions: int | None = Field(None, ge=1, description="encode: MRL output size; None = the model's hidden size (full vectors).")
+    embedding_type: Literal["float", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float", description="encode: the `embedding` column as the API's quantized types (after `dimensions`): "
+                             "`int8` / `uint8` one value per dimension, scaled by the model's "
+                             "`quantization.calibration`; `binary` / `ubinary` the sign bits, eight per value.")
     replicas: int = Field(1, ge=1, description="Actors in the pool, one engine each.")
     batch_size: int = Field(256, ge=1, description="Rows per batch handed to an actor; also rows per output file "
                                                   "and per checkpoint commit.")

@@ -59,6 +59,7 @@ def read_texts(path: str, text_field: str = "text", limit: int | None = None) ->
 
 def read_encoded(path: str, limit: int | None = None) -> np.ndarray:
     """The `embedding` column of `qwen3-serve encode` output (rows with an error skipped)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -66,6 +67,9 @@ def read_encoded(path: str, limit: int | None = None) -> np.ndarray:
     parts: list[np.ndarray] = []
     for file in files:
         table = pq.read_table(file, columns=["embedding"])
+        if not pa.types.is_floating(table.schema.field("embedding").type.value_type):
+            raise InputError(f"{file}: `embedding` is {table.schema.field('embedding').type}; calibration needs the "
+                             "float vectors (encode without --embedding-type)")
         column = table["embedding"].combine_chunks()
         column = column.filter(pc.is_valid(column))
         if len(column):

@@ -53,7 +53,8 @@ def _encoded(tmp_path, vectors: np.ndarray, valid: list[bool]):
     out = tmp_path / "encoded"
     out.mkdir()
     width = vectors.shape[1]
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width, mask=pa.array([not v for v in valid]))
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width,
+                                               mask=pa.array([not v for v in valid]))
     pq.write_table(pa.table({"id": [str(i) for i in range(len(vectors))], "embedding": column}), out / "part-0.parquet")
     (out / "_bulk").mkdir()  # bookkeeping is never read
     return out
@@ -92,3 +93,12 @@ def test_texts_need_a_model(tmp_path, capsys, monkeypatch):
 def test_calibrate_help_documents_every_flag():
     sub = build_parser()._subparsers._group_actions[0].choices["calibrate"]
     assert [a.option_strings for a in sub._actions if a.option_strings and not a.help] == []
+
+
+def test_quantized_encode_output_cannot_calibrate(tmp_path):
+    out = tmp_path / "int8"
+    out.mkdir()
+    column = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.int8)), 4)
+    pq.write_table(pa.table({"id": ["a", "b"], "embedding": column}), out / "part-0.parquet")
+    with pytest.raises(InputError, match="needs the float vectors"):
+        read_encoded(str(out))
