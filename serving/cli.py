@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
     from serving.config import BulkJobConfig
+    from serving.quantization import EMBEDDING_TYPES
 
     # Defaults live in BulkJobConfig; flags left unset (None) take them.
     doc = {k: f"{f.description} (default: {f.default})" for k, f in BulkJobConfig.model_fields.items()}
@@ -82,7 +83,7 @@ def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
         p.add_argument("--text-field", help=doc["text_field"])
         p.add_argument("--input-type", choices=["document", "query"], help=doc["input_type"])
         p.add_argument("--dimensions", type=int, default=None, help=doc["dimensions"])
-        p.add_argument("--embedding-type", choices=["float", "int8", "uint8", "binary", "ubinary"],
+        p.add_argument("--embedding-type", choices=EMBEDDING_TYPES,
                        help=doc["embedding_type"])
         p.add_argument("--calibration", default=None, metavar="FILE.npy",
                        help="int8/uint8: calibration embeddings from `qwen3-serve calibrate` (default: the config "

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving import prompts
+from serving.quantization import EmbeddingType
 
 
 class _Strict(BaseModel):
@@ -400,7 +401,7 @@ class BulkJobConfig(_Strict):
     instruction: str | None = Field(None, min_length=1, description="Task instruction (encode queries, score pairs); "
                                                                      "None = the model's default.")
     dimensions: int | None = Field(None, ge=1, description="encode: MRL output size; None = the model's hidden size (full vectors).")
-    embedding_type: Literal["float", "int8", "uint8", "binary", "ubinary"] = Field(
+    embedding_type: EmbeddingType = Field(
         "float", description="encode: the `embedding` column as the API's quantized types (after `dimensions`): "
                              "`int8` / `uint8` one value per dimension, scaled by the model's "
                              "`quantization.calibration`; `binary` / `ubinary` the sign bits, eight per value.")
