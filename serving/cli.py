@@ -123,7 +123,8 @@ def _calibrate_parser(sub) -> None:
     p.add_argument("--output", required=True, metavar="FILE.npy", help="where the float32 (texts, hidden size) "
                                                                       "array goes")
     p.add_argument("--model", default=None, help="Qwen3-Embedding hub id or local path (required unless --config "
-                                                 "names the model); the model that will serve the vectors")
+                                                 "names the model; not used with `encode` output): the model "
+                                                 "that will serve the vectors")
     p.add_argument("--text-field", default="text", help="JSON Lines: the field holding the text (default: text)")
     p.add_argument("--input-type", choices=["document", "query"], default="document",
                    help="`query` embeds the texts with the query instruction (default: document)")
