@@ -179,8 +179,15 @@ class QuantizationConfig(_Strict):
                                         "dimension), written by `qwen3-serve calibrate`; each dimension's range is "
                                         "their min and max (for MRL `dimensions`, of the vectors truncated and "
                                         "re-normalised). Read when the app starts, so it must exist where the "
-                                        "ingress runs. None: [-1, 1] for every dimension (valid for any "
-                                        "L2-normalised vector, coarser).")
+                                        "ingress runs; a relative path is made absolute where the config is loaded. "
+                                        "None: [-1, 1] for every dimension (valid for any L2-normalised vector, "
+                                        "coarser).")
+
+    @field_validator("calibration")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Replicas do not share the loading process's working directory.
+        return str(Path(value).expanduser().absolute()) if value else value
 
 
 class EmbedDeploymentConfig(_ModelDeployment):

@@ -42,7 +42,7 @@ def read_texts(path: str, text_field: str = "text", limit: int | None = None) ->
             if not line.strip():
                 continue
             if not jsonl:
-                texts.append(line.rstrip("\n"))
+                texts.append(line.rstrip("\r\n"))
                 continue
             try:
                 row = json.loads(line)

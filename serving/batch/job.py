@@ -189,7 +189,7 @@ def _run_pipeline(job: BulkJobConfig, model: ModelEntry, fmt: str, files: list[s
 
         kwargs = {"id_field": job.id_field, "text_field": job.text_field, "input_type": job.input_type,
                   "instruction": job.instruction, "dimensions": job.dimensions,
-                  "embedding_type": job.embedding_type, "calibration": _calibration_path(model),
+                  "embedding_type": job.embedding_type, "calibration": model.quantization.calibration,
                   "events_dir": str(events)}
     else:
         from serving.batch.workers import ScoreWorker as worker
@@ -214,12 +214,6 @@ def _run_pipeline(job: BulkJobConfig, model: ModelEntry, fmt: str, files: list[s
     return Summary(rows_ok=ok, rows_failed=failed, tokens=tokens, wall_s=round(wall_s, 3),
                    engine_ready_s=round(min(ready) - start, 3) if ready else None,
                    output_rows=_rows(_output_files(output)))
-
-
-def _calibration_path(model: ModelEntry) -> str | None:
-    """Absolute, so every actor reads the file the driver checked (paths must be visible to every node)."""
-    path = model.quantization.calibration
-    return str(Path(path).expanduser().resolve()) if path else None
 
 
 def init_ray(job: BulkJobConfig, model: ModelEntry) -> None:
