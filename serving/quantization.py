@@ -6,11 +6,10 @@ Output formatting only: the API's dialects and the bulk job call it on the float
 engine returned (after MRL truncation and re-normalisation). No HTTP, no Ray, no vLLM.
 
 - `ubinary`: `np.packbits(v > 0)` per vector, as uint8; `binary`: that minus 128, as int8.
-  A dimension count that is not a multiple of 8 pads each vector's last byte with zero bits
-  (sentence-transformers packs the whole batch as one bit string, which it cannot split then).
-- `uint8`: `(v - start) / step` with `step = (max - min) / 255`; `int8`: that minus 128. Both
-  truncate towards zero, as sentence-transformers' `astype` does, after clipping to [0, 255] so
-  a value outside the range saturates instead of wrapping around.
+  A dimension count that is not a multiple of 8 pads each vector's last byte with zero bits.
+- `uint8`: `floor((v - start) / step)` clipped to [0, 255], with `step = (max - min) / 255`;
+  `int8`: that minus 128. As sentence-transformers 6.2 computes them (earlier releases cast
+  without flooring or clipping, so an outlier wrapped around).
 - Ranges (min and max per dimension) come from calibration embeddings (`qwen3-serve calibrate`):
   for D output dimensions, the calibration vectors truncated to D and re-normalised, as the
   engine does with the served vectors. Without calibration, [-1, 1] for every dimension, which
@@ -48,7 +47,7 @@ def quantize(vectors: np.ndarray, embedding_type: str, ranges: np.ndarray | None
         ranges = default_ranges(vectors.shape[-1])
     starts = ranges[0, :]
     steps = (ranges[1, :] - ranges[0, :]) / 255
-    levels = np.clip((vectors - starts) / steps, 0, 255)
+    levels = np.clip(np.floor((vectors - starts) / steps), 0, 255)
     return levels.astype(np.uint8) if embedding_type == "uint8" else (levels - 128).astype(np.int8)
 
 

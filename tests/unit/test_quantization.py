@@ -1,10 +1,10 @@
 """Quantized embeddings (`serving/quantization.py`) against sentence-transformers' `quantize_embeddings`.
 
 sentence-transformers is not a dependency, so `st_quantize` restates its function
-(sentence_transformers/quantization.py) for the float-array input the server has: ranges from
-`ranges`, else from the calibration embeddings' per-dimension min and max; `uint8` / `int8` cast
-with `astype` (truncation towards zero, no clipping); `binary` / `ubinary` pack the whole batch's
-sign bits as one bit string and cut it into rows.
+(sentence_transformers/util/quantization.py, release 6.2) for the float-array input the server
+has: ranges from `ranges`, else from the calibration embeddings' per-dimension min and max;
+`uint8` = floor((x - start) / step) clipped to [0, 255], `int8` that minus 128; `binary` /
+`ubinary` pack each row's sign bits.
 """
 
 import numpy as np
@@ -24,12 +24,12 @@ def st_quantize(embeddings, precision, ranges=None, calibration_embeddings=None)
         if ranges is None:
             source = calibration_embeddings if calibration_embeddings is not None else embeddings
             ranges = np.vstack((np.min(source, axis=0), np.max(source, axis=0)))
+        ranges = ranges.astype(np.float32)
         starts = ranges[0, :]
-        steps = (ranges[1, :] - ranges[0, :]) / 255
-        if precision == "uint8":
-            return ((embeddings - starts) / steps).astype(np.uint8)
-        return ((embeddings - starts) / steps - 128).astype(np.int8)
-    packed = np.packbits(embeddings > 0).reshape(embeddings.shape[0], -1)
+        steps = (ranges[1, :] - starts) / 255
+        levels = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+        return levels.astype(np.uint8) if precision == "uint8" else (levels - 128).astype(np.int8)
+    packed = np.packbits(embeddings > 0, axis=-1)
     return packed if precision == "ubinary" else (packed - 128).astype(np.int8)
 
 
