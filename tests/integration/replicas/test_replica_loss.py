@@ -26,8 +26,12 @@ CALLERS = 4
 PAUSE_WHILE_REPLACED_S = 0.2
 
 
-def inputs(caller: int) -> list[str]:  # 6 inputs, chunks of 4: a request to DEPLOYED spans both replicas
-    return [f"caller {caller} sentence {k}: the quick brown fox" for k in range(6)]
+def inputs(caller: int, model: str) -> list[str]:
+    # DEPLOYED: 24 inputs, 6 chunks of 4 per request, so each caller keeps calls running on both
+    # replicas and the kill always catches some mid-call (Ray resends by itself only calls no
+    # replica had accepted yet; the ingress must resend the others).
+    n = 24 if model == DEPLOYED else 6
+    return [f"caller {caller} sentence {k}: the quick brown fox" for k in range(n)]
 
 
 def sender(url: str, model: str):
@@ -35,7 +39,7 @@ def sender(url: str, model: str):
     that it reaches HAProxy in a packet of its own (a request HAProxy cannot resend unless it waits
     for the body: see serving.config.HAPROXY_RETRY_ON)."""
     def send(client: httpx.Client, caller: int) -> httpx.Response:
-        body = json.dumps({"model": model, "input": inputs(caller)}).encode()
+        body = json.dumps({"model": model, "input": inputs(caller, model)}).encode()
         if caller % 2 == 0:
             return client.post(f"{url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
 
