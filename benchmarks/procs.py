@@ -6,7 +6,6 @@ Shared by the soak run and the HTTP benchmark, which both start servers they mea
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,9 +17,9 @@ import psutil
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from serving.cli import free_port
+
+    return free_port()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

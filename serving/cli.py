@@ -263,14 +263,30 @@ def local_ray_serve_env(http) -> dict[str, str]:
     # Ray Serve on the machine, and HAProxy then fails to start.
     for key in ("METRICS_PORT", "STATS_PORT"):
         if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
-            env[f"RAY_SERVE_HAPROXY_{key}"] = str(_free_port())
+            env[f"RAY_SERVE_HAPROXY_{key}"] = str(free_port())
     return env
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range: a port the kernel hands out for port 0
+    may go to any outgoing connection before HAProxy binds it (seen with two apps on one machine:
+    HAProxy failed to start), while ports below the range are only ever bound on purpose."""
+    import random
     import socket
 
-    with socket.socket() as s:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(10000, max(low, 10001)), k=min(200, max(low - 10000, 1))):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # every candidate taken: let the kernel choose
         s.bind(("", 0))
         return s.getsockname()[1]
 

@@ -1,7 +1,6 @@
 """Helpers for tests that talk to a server over loopback."""
 
 import os
-import socket
 import time
 from collections.abc import Callable
 
@@ -9,9 +8,9 @@ import httpx
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from serving.cli import free_port
+
+    return free_port()
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
