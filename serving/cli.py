@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "Qwen3-Embedding")
     _bulk_parser(sub, "score", "score every (query, document) row of JSON Lines / Parquet files into Parquet, "
                  "as a Ray job", "Qwen3-Reranker")
+    _calibrate_parser(sub)
     serve = sub.add_parser("serve", help="deploy the Ray Serve app and serve HTTP until SIGINT/SIGTERM")
     serve.add_argument("--config", default=None, help="YAML app config (default: built-in defaults)")
     serve.add_argument("--embed-model", default=None, help="hub id or path for the (first) embed model")
@@ -62,13 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
     from serving.config import BulkJobConfig
+    from serving.quantization import EMBEDDING_TYPES
 
     # Defaults live in BulkJobConfig; flags left unset (None) take them.
     doc = {k: f"{f.description} (default: {f.default})" for k, f in BulkJobConfig.model_fields.items()}
     p = sub.add_parser(name, help=help_text, description=(
         f"{help_text}. Runs locally (a fresh Ray instance), on the cluster in RAY_ADDRESS, or under "
         "`ray job submit`. Output: Parquet files under --output with columns id, "
-        + ("embedding (fixed_size_list<float32>[D]), " if name == "encode" else "score (float64), ")
+        + ("embedding (fixed_size_list<float32>[D]; with --embedding-type int8/uint8: <int8>/<uint8>[D], "
+           "binary/ubinary: <int8>/<uint8>[ceil(D/8)]), " if name == "encode" else "score (float64), ")
         + "n_tokens, error; a row that cannot be processed has an error and a null result. A killed job "
         "rerun with the same arguments finishes the rest (every id once); a finished one is a no-op."))
     p.add_argument("--model", default=None,
@@ -80,6 +83,11 @@ def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
         p.add_argument("--text-field", help=doc["text_field"])
         p.add_argument("--input-type", choices=["document", "query"], help=doc["input_type"])
         p.add_argument("--dimensions", type=int, default=None, help=doc["dimensions"])
+        p.add_argument("--embedding-type", choices=EMBEDDING_TYPES,
+                       help=doc["embedding_type"])
+        p.add_argument("--calibration", default=None, metavar="FILE.npy",
+                       help="int8/uint8: calibration embeddings from `qwen3-serve calibrate` (default: the config "
+                            "model's quantization.calibration, else the range [-1, 1])")
     else:
         p.add_argument("--query-field", help=doc["query_field"])
         p.add_argument("--document-field", help=doc["document_field"])
@@ -102,6 +110,49 @@ def _bulk_parser(sub, name: str, help_text: str, family: str) -> None:
                         "override them")
     p.add_argument("--config-model", default=None, metavar="NAME", help="which model of --config to use")
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+
+
+def _calibrate_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="calibration embeddings (.npy) for int8/uint8 output", description=(
+        "Embed a calibration corpus at the model's full dimension and save the vectors as one float32 .npy, for "
+        "`models[].quantization.calibration`: int8/uint8 embeddings are then scaled to each dimension's min and max "
+        "over them. Use a few thousand texts like those you will embed. Runs the engine in this process (no Ray); "
+        "an --input of Parquet from `qwen3-serve encode` (full dimension) is used as is, without an engine."))
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="a .txt (one text per line), a .jsonl (--text-field per row), or `encode` Parquet output")
+    p.add_argument("--output", required=True, metavar="FILE.npy", help="where the float32 (texts, hidden size) "
+                                                                      "array goes")
+    p.add_argument("--model", default=None, help="Qwen3-Embedding hub id or local path (required unless --config "
+                                                 "names the model; not used with `encode` output): the model "
+                                                 "that will serve the vectors")
+    p.add_argument("--text-field", default="text", help="JSON Lines: the field holding the text (default: text)")
+    p.add_argument("--input-type", choices=["document", "query"], default="document",
+                   help="`query` embeds the texts with the query instruction (default: document)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N texts or vectors (default: all)")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights/activation dtype (default: the config's, else auto); serve with the same")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="tokens per sequence (default: the config's, else the checkpoint's own limit)")
+    p.add_argument("--tensor-parallel-size", type=int, default=None, help="shards of the engine (default: 1)")
+    p.add_argument("--config", default=None, metavar="FILE", help="serving config: the engine settings of its "
+                                                                  "first embed model (or --config-model)")
+    p.add_argument("--config-model", default=None, metavar="NAME", help="which model of --config to use")
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import pydantic
+
+    from serving.batch.calibrate import calibrate
+
+    try:
+        print(json.dumps(asyncio.run(calibrate(args))))
+    except (OSError, ValueError, pydantic.ValidationError) as exc:  # InputError is a ValueError
+        print(f"qwen3-serve: error: {str(exc).splitlines()[0] if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return 2
+    except EngineStartupError as exc:
+        print(f"qwen3-serve: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _bulk(args: argparse.Namespace) -> int:
@@ -320,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command in ("encode", "score"):
         return _bulk(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     run = {"embed": _embed, "rerank": _rerank}[args.command]
     try:
         print(json.dumps(asyncio.run(run(args))))

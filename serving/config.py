@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving import prompts
+from serving.quantization import EmbeddingType
 
 
 class _Strict(BaseModel):
@@ -170,9 +171,29 @@ class _ModelDeployment(_Strict):
         return self
 
 
+class QuantizationConfig(_Strict):
+    """How `int8` / `uint8` embeddings are scaled (`binary` / `ubinary` keep the sign bits and need nothing)."""
+
+    calibration: str | None = Field(
+        None, min_length=1, description="A .npy file of calibration embeddings (one row per text, the model's full "
+                                        "dimension), written by `qwen3-serve calibrate`; each dimension's range is "
+                                        "their min and max (for MRL `dimensions`, of the vectors truncated and "
+                                        "re-normalised). Read when the app starts, so it must exist where the "
+                                        "ingress runs; a relative path is made absolute where the config is loaded. "
+                                        "None: [-1, 1] for every dimension (valid for any L2-normalised vector, "
+                                        "coarser).")
+
+    @field_validator("calibration")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Replicas do not share the loading process's working directory.
+        return str(Path(value).expanduser().absolute()) if value else value
+
+
 class EmbedDeploymentConfig(_ModelDeployment):
     kind: Literal["embed"] = "embed"
     engine: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
 
 
 class RerankDeploymentConfig(_ModelDeployment):
@@ -387,6 +408,10 @@ class BulkJobConfig(_Strict):
     instruction: str | None = Field(None, min_length=1, description="Task instruction (encode queries, score pairs); "
                                                                      "None = the model's default.")
     dimensions: int | None = Field(None, ge=1, description="encode: MRL output size; None = the model's hidden size (full vectors).")
+    embedding_type: EmbeddingType = Field(
+        "float", description="encode: the `embedding` column as the API's quantized types (after `dimensions`): "
+                             "`int8` / `uint8` one value per dimension, scaled by the model's "
+                             "`quantization.calibration`; `binary` / `ubinary` the sign bits, eight per value.")
     replicas: int = Field(1, ge=1, description="Actors in the pool, one engine each.")
     batch_size: int = Field(256, ge=1, description="Rows per batch handed to an actor; also rows per output file "
                                                   "and per checkpoint commit.")

@@ -94,7 +94,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        message = str(err.get("msg"))
+        if err.get("type") == "literal_error":  # a misspelt choice: name it beside the allowed ones
+            message += f", got {err.get('input')!r}"
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts) or "invalid request"
 
 

@@ -18,9 +18,10 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from serving.api.errors import RequestTooLarge, ValidationFailed
+from serving.api.errors import ApiError, RequestTooLarge, ValidationFailed
 from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelList, RerankRequest, TokenizeRequest
 from serving.config import AppConfig, LimitsConfig
+from serving.quantization import CalibrationError, Quantizer
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
@@ -58,6 +59,9 @@ class Pipeline:
         self.service = service
         self.config = service.config
         self._known = {m.name for m in service.config.models} | set(service.config.aliases)
+        # Calibration files are read once, when the app is built: a missing one fails the start, not a request.
+        self._quantizers = {m.name: Quantizer.load(m.quantization.calibration)
+                            for m in service.config.models if m.kind == "embed"}
 
     def _label(self, model: str | None) -> str:
         return model if model in self._known else "unknown"  # clients must not grow label sets
@@ -69,6 +73,15 @@ class Pipeline:
             model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id))
             record["model"], record["tokens"] = self._label(model), tokens
             return Embedded(model, vectors, tokens)
+
+    def quantize(self, result: Embedded, embedding_type: str, dimensions: int | None) -> np.ndarray:
+        """The result's vectors as `embedding_type` (`serving/quantization.py`), scaled with the ranges of
+        the model that served them (an alias's requests may go to either of its models)."""
+        quantizer = self._quantizers.get(result.model) or Quantizer()
+        try:
+            return quantizer.quantize(result.vectors, embedding_type, full_width=dimensions is None)
+        except CalibrationError as exc:  # the server's config does not fit its model: not the client's error
+            raise ApiError(f"model {result.model}: {exc}") from None
 
     async def rerank(self, body: RerankRequest, request: Request, endpoint: str = "rerank") -> Scored:
         [result] = await self.rerank_many([body], request, endpoint)

@@ -50,7 +50,12 @@ class EmbeddingRequest(_VllmOptions):
     model: ModelName = Field(None, description=MODEL_DESCRIPTION)
     input: EmbedInput = Field(description="A string, a list of strings, a token list or a list of token lists.")
     dimensions: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float", description="`float`: a JSON list of floats per vector; `base64`: the vector's bytes (little-endian "
+                             "float32 unless `embed_dtype` / `endianness` say otherwise). Extension: `int8` / `uint8` "
+                             "a JSON list of integers, one per dimension, scaled by the model's calibration ranges; "
+                             "`binary` (int8) / `ubinary` (uint8) the sign bits, eight dimensions per integer. "
+                             "Applied after `dimensions`.")
     input_type: Literal["query", "document"] = Field(
         "document", description="Extension: `query` applies the instruction format, `document` embeds as-is.")
     instruction: NonEmptyStr | None = Field(None, description="Extension: task instruction for queries.")
@@ -76,7 +81,8 @@ class EmbeddingRequest(_VllmOptions):
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str = Field(description="Floats, integers (a quantized "
+                                                             "`encoding_format`), or base64 of the vector's bytes.")
 
 
 class Usage(BaseModel):

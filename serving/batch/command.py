@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serving.config import AppConfig, BulkJobConfig, EmbedDeploymentConfig, RerankDeploymentConfig
+from serving.config import (
+    AppConfig,
+    BulkJobConfig,
+    EmbedDeploymentConfig,
+    QuantizationConfig,
+    RerankDeploymentConfig,
+)
 
 logger = logging.getLogger("qwen3-serve")
 
@@ -47,13 +53,16 @@ def model_entry(kind: str, args: argparse.Namespace) -> EmbedDeploymentConfig | 
         if value is not None:
             overrides[field] = value
     engine = entry.engine.model_validate(entry.engine.model_dump() | overrides)
-    return entry.model_copy(update={"engine": engine})
+    update: dict[str, Any] = {"engine": engine}
+    if getattr(args, "calibration", None):
+        update["quantization"] = QuantizationConfig(calibration=args.calibration)
+    return entry.model_copy(update=update)
 
 
 def job_config(kind: str, args: argparse.Namespace) -> BulkJobConfig:
     fields = {k: getattr(args, k) for k in ("input", "output", "id_field", "text_field", "query_field",
                                             "document_field", "input_type", "instruction", "dimensions",
-                                            "replicas", "batch_size", "batches_in_flight")
+                                            "embedding_type", "replicas", "batch_size", "batches_in_flight")
               if getattr(args, k, None) is not None}
     return BulkJobConfig(kind=kind, **fields)
 
@@ -63,6 +72,19 @@ def _check_model(model: str) -> None:
 
     if looks_like_path(model) and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"no such model directory: {model}")
+
+
+def _check_calibration(job: BulkJobConfig, model, flag: str | None) -> None:
+    """Before Ray starts: a calibration the job will read must load; one it would not read is an error."""
+    from serving.quantization import Quantizer
+
+    if flag and job.embedding_type not in ("int8", "uint8"):
+        raise ValueError(f"--calibration scales int8/uint8 only; --embedding-type is {job.embedding_type}")
+    if job.embedding_type in ("int8", "uint8"):
+        Quantizer.load(model.quantization.calibration)  # CalibrationError (a ValueError) says why
+        if model.quantization.calibration is None:
+            logger.warning("no calibration for %s: %s uses the range [-1, 1] in every dimension (see "
+                           "`qwen3-serve calibrate`)", model.name, job.embedding_type)
 
 
 _STARTUP = re.compile(r"EngineStartupError: (model .* failed to start: .*)")
@@ -79,6 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
         job = job_config(args.command, args)
         model = model_entry(args.command, args)
         _check_model(model.engine.model)
+        _check_calibration(job, model, getattr(args, "calibration", None))
     except (OSError, ValueError, pydantic.ValidationError) as exc:
         raise BulkCommandError(str(exc).splitlines()[0] if isinstance(exc, OSError) else str(exc), 2) from exc
     import ray

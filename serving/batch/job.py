@@ -65,7 +65,19 @@ def job_identity(job: BulkJobConfig, model: ModelEntry, files: list[str]) -> dic
     fields = {k: getattr(job, k) for k in IDENTITY_FIELDS}
     engine = {k: getattr(model.engine, k) for k in ENGINE_IDENTITY_FIELDS}
     engine["truncate"] = getattr(model.engine, "truncate", None)
+    if job.kind == "encode" and job.embedding_type != "float":  # absent for float: earlier jobs' identities hold
+        fields["embedding_type"] = job.embedding_type
+        if job.embedding_type in ("int8", "uint8"):
+            fields["calibration_sha256"] = calibration_digest(model)
     return fields | {"engine": engine, "input_files": files}
+
+
+def calibration_digest(model: ModelEntry) -> str | None:
+    """What the int8/uint8 values depend on besides the model: the calibration file's content."""
+    import hashlib
+
+    path = model.quantization.calibration
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest() if path else None
 
 
 def actor_options(model: ModelEntry, cluster_has_gpus: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -176,7 +188,9 @@ def _run_pipeline(job: BulkJobConfig, model: ModelEntry, fmt: str, files: list[s
         from serving.batch.workers import EncodeWorker as worker
 
         kwargs = {"id_field": job.id_field, "text_field": job.text_field, "input_type": job.input_type,
-                  "instruction": job.instruction, "dimensions": job.dimensions, "events_dir": str(events)}
+                  "instruction": job.instruction, "dimensions": job.dimensions,
+                  "embedding_type": job.embedding_type, "calibration": model.quantization.calibration,
+                  "events_dir": str(events)}
     else:
         from serving.batch.workers import ScoreWorker as worker
 

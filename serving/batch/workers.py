@@ -19,14 +19,24 @@ import numpy as np
 
 from serving.batch.inputs import INPUT_ERROR
 from serving.engines.errors import EngineInputError, EngineUnavailableError
+from serving.quantization import Quantizer
 
 logger = logging.getLogger(__name__)
 
 
-def embedding_schema(id_type: Any, dimensions: int):
+EMBEDDING_ELEMENT = {"float": "float32", "int8": "int8", "uint8": "uint8", "binary": "int8", "ubinary": "uint8"}
+
+
+def embedding_width(dimensions: int, embedding_type: str) -> int:
+    """Values per vector: the packed sign bits take one byte per eight dimensions."""
+    return -(-dimensions // 8) if embedding_type in ("binary", "ubinary") else dimensions
+
+
+def embedding_schema(id_type: Any, dimensions: int, embedding_type: str = "float"):
     import pyarrow as pa
 
-    return pa.schema([("id", id_type), ("embedding", pa.list_(pa.float32(), dimensions)),
+    element = pa.from_numpy_dtype(np.dtype(EMBEDDING_ELEMENT[embedding_type]))
+    return pa.schema([("id", id_type), ("embedding", pa.list_(element, embedding_width(dimensions, embedding_type))),
                       ("n_tokens", pa.int32()), ("error", pa.string())])
 
 
@@ -103,7 +113,8 @@ class _EngineWorker:
 
 class EncodeWorker(_EngineWorker):
     def __init__(self, engine_config: dict[str, Any], *, id_field: str, text_field: str, input_type: str,
-                 instruction: str | None, dimensions: int | None, events_dir: str | None = None):
+                 instruction: str | None, dimensions: int | None, embedding_type: str = "float",
+                 calibration: str | None = None, events_dir: str | None = None):
         from serving.config import EmbedModelConfig
         from serving.engines.embed import EmbedEngine
 
@@ -114,6 +125,13 @@ class EncodeWorker(_EngineWorker):
         self.id_field, self.text_field = id_field, text_field
         self.input_type, self.instruction, self.dimensions = input_type, instruction, dimensions
         self.width = dimensions or self.engine.inputs.max_dimensions
+        self.embedding_type = embedding_type
+        self.quantizer = Quantizer.load(calibration)
+        # A calibration of another width fails the job here, before any batch.
+        self._quantize(np.zeros((1, self.width), dtype=np.float32))
+
+    def _quantize(self, vectors: np.ndarray) -> np.ndarray:
+        return self.quantizer.quantize(vectors, self.embedding_type, full_width=self.dimensions is None)
 
     async def __call__(self, batch):
         import pyarrow as pa
@@ -144,8 +162,9 @@ class EncodeWorker(_EngineWorker):
             vectors[rows] = result.embeddings
         valid = np.zeros(len(errors), dtype=bool)
         valid[rows] = True
-        schema = embedding_schema(batch.schema.field(self.id_field).type, self.width)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.width,
+        schema = embedding_schema(batch.schema.field(self.id_field).type, self.width, self.embedding_type)
+        values = self._quantize(vectors)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1],
                                                       mask=pa.array(~valid))
         return pa.Table.from_arrays([batch.column(self.id_field), embedding, pa.array(n_tokens, pa.int32()),
                                      pa.array(errors, pa.string())], schema=schema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -129,3 +130,101 @@ def test_summary_line_names_rows_tokens_rate_and_wall_time():
     line = Summary(rows_ok=90, rows_failed=10, tokens=5000, wall_s=10.0, engine_ready_s=4.0, output_rows=100).line()
     assert line.startswith("rows ok 90, rows failed 10, tokens 5,000, 500 tokens/s, wall 10.0 s")
     assert json.dumps(Summary(1, 0, 1, 1.0, None, 1).as_dict())
+
+
+# --- quantized `encode` output (--embedding-type)
+
+
+def _unit_vectors(n: int, d: int) -> np.ndarray:
+    rows = np.random.default_rng(n * 1000 + d).standard_normal((n, d)).astype(np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+class FakeEmbedEngine:
+    """What EncodeWorker uses of EmbedEngine: 16-dimensional unit vectors, one token per character."""
+
+    def __init__(self, config):
+        from types import SimpleNamespace
+
+        self.inputs = SimpleNamespace(max_dimensions=16, check_dimensions=lambda d: None,
+                                      tokenize=lambda texts, **_: [[1] * len(t) for t in texts])
+
+    async def embed_token_ids(self, ids, dimensions=None):
+        from serving.engines.embed import EmbedResult
+
+        return EmbedResult(_unit_vectors(len(ids), dimensions or 16), sum(map(len, ids)))
+
+    def shutdown(self):
+        pass
+
+
+def _encode(monkeypatch, **kwargs) -> pa.Table:
+    import asyncio
+
+    from serving.batch.workers import EncodeWorker
+
+    monkeypatch.setattr("serving.engines.embed.EmbedEngine", FakeEmbedEngine)
+    worker = EncodeWorker({"model": "m"}, id_field="id", text_field="text", input_type="document",
+                          instruction=None, **kwargs)
+    return asyncio.run(worker(pa.table({"id": ["a", "b", "c"], "text": ["xx", None, "yyy"]})))
+
+
+@pytest.mark.parametrize("kind, element, width", [("float", pa.float32(), 24), ("int8", pa.int8(), 24),
+                                                  ("uint8", pa.uint8(), 24), ("binary", pa.int8(), 3),
+                                                  ("ubinary", pa.uint8(), 3)])
+def test_encode_writes_each_embedding_type_as_a_fixed_size_list_of_its_element(monkeypatch, kind, element, width):
+    from serving.quantization import quantize
+
+    table = _encode(monkeypatch, dimensions=24, embedding_type=kind)
+    assert table.schema.field("embedding").type == pa.list_(element, width)
+    rows = table["embedding"].to_pylist()
+    assert rows[1] is None and table["error"].to_pylist()[1] == "missing `text`"
+    assert [rows[0], rows[2]] == quantize(_unit_vectors(2, 24), kind).tolist()
+
+
+def test_encode_int8_uses_the_calibration_and_refuses_one_of_another_width(monkeypatch, tmp_path):
+    from serving.quantization import CalibrationError, Quantizer
+
+    calibration = _unit_vectors(50, 16) * 0.5
+    np.save(tmp_path / "cal.npy", calibration)
+    table = _encode(monkeypatch, dimensions=None, embedding_type="int8", calibration=str(tmp_path / "cal.npy"))
+    expected = Quantizer(calibration).quantize(_unit_vectors(2, 16), "int8", full_width=True)
+    assert [r for r in table["embedding"].to_pylist() if r is not None] == expected.tolist()
+    np.save(tmp_path / "wide.npy", _unit_vectors(50, 32))
+    with pytest.raises(CalibrationError, match="32-dimensional"):
+        _encode(monkeypatch, dimensions=None, embedding_type="uint8", calibration=str(tmp_path / "wide.npy"))
+
+
+def test_the_embedding_type_and_calibration_are_part_of_the_jobs_identity(tmp_path):
+    from serving.batch.job import job_identity
+    from serving.config import BulkJobConfig
+
+    np.save(tmp_path / "cal.npy", _unit_vectors(4, 8))
+    model = EmbedDeploymentConfig.model_validate({"name": "m",
+                                                   "quantization": {"calibration": str(tmp_path / "cal.npy")}})
+    job = BulkJobConfig(kind="encode", input="in", output="out")
+    assert "embedding_type" not in job_identity(job, model, [])  # float jobs keep their earlier identity
+    binary = job_identity(job.model_copy(update={"embedding_type": "binary"}), model, [])
+    assert binary["embedding_type"] == "binary" and "calibration_sha256" not in binary
+    int8 = job_identity(job.model_copy(update={"embedding_type": "int8"}), model, [])
+    np.save(tmp_path / "cal.npy", _unit_vectors(4, 8) * 0.5)
+    assert job_identity(job.model_copy(update={"embedding_type": "int8"}), model, []) != int8
+
+
+def test_calibration_flag_sets_the_model_and_is_refused_without_int8(tmp_path):
+    from serving.batch.command import _check_calibration, job_config, model_entry
+    from serving.cli import build_parser
+
+    np.save(tmp_path / "cal.npy", _unit_vectors(4, 8))
+    argv = ["encode", "--model", "m", "--input", "in.jsonl", "--output", "out",
+            "--calibration", str(tmp_path / "cal.npy")]
+    args = build_parser().parse_args(argv + ["--embedding-type", "uint8"])
+    model = model_entry("encode", args)
+    assert model.quantization.calibration == str(tmp_path / "cal.npy")
+    _check_calibration(job_config("encode", args), model, args.calibration)
+    args = build_parser().parse_args(argv + ["--embedding-type", "binary"])
+    with pytest.raises(ValueError, match="int8/uint8 only"):
+        _check_calibration(job_config("encode", args), model_entry("encode", args), args.calibration)
+    args = build_parser().parse_args(argv[:-1] + [str(tmp_path / "missing.npy"), "--embedding-type", "int8"])
+    with pytest.raises(ValueError, match="cannot read calibration file"):
+        _check_calibration(job_config("encode", args), model_entry("encode", args), args.calibration)

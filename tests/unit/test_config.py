@@ -35,3 +35,16 @@ def test_a_core_binding_list_gives_each_replica_of_a_node_its_own_cores():
     config = EmbedModelConfig(cpu_omp_threads_bind=["0", "1"])
     assert [cores_for_replica(config.cpu_omp_threads_bind, r) for r in range(3)] == ["0", "1", "0"]
     assert cores_for_replica("0-1", 5) == "0-1" and cores_for_replica(None) is None
+
+
+def test_a_relative_calibration_path_is_made_absolute_where_the_config_loads(tmp_path, monkeypatch):
+    from serving.config import AppConfig
+
+    monkeypatch.chdir(tmp_path)
+    config = AppConfig.model_validate({"models": [{"name": "e", "kind": "embed",
+                                                   "quantization": {"calibration": "cal/q.npy"}}]})
+    assert config.models[0].quantization.calibration == str(tmp_path / "cal" / "q.npy")
+    default = AppConfig.model_validate({"models": [{"name": "e", "kind": "embed"}]})
+    assert default.models[0].quantization.calibration is None
+    with pytest.raises(ValidationError, match="calibraton"):
+        AppConfig.model_validate({"models": [{"name": "e", "kind": "embed", "quantization": {"calibraton": "x"}}]})

@@ -119,7 +119,7 @@ def test_cohere_v2_embed_rejects_max_tokens_with_truncate_none_and_unknown_types
     c, _ = serve()
     assert "truncate: NONE" in error(c.post("/v2/embed", json={"texts": ["a"], "max_tokens": 4, "truncate": "NONE"}),
                                      422)
-    error(c.post("/v2/embed", json={"texts": ["a"], "embedding_types": ["int8"]}), 422)
+    assert "'int4'" in error(c.post("/v2/embed", json={"texts": ["a"], "embedding_types": ["int4"]}), 422)
     error(c.post("/v2/embed", json={"texts": ["a"], "input_type": "classification"}), 422)
 
 
@@ -428,7 +428,7 @@ def test_cohere_v1_embed_answers_floats_without_embedding_types_and_by_type_with
                                         "input_type": "clustering", "truncate": "NONE"}).json()
     assert by_type["response_type"] == "embeddings_by_type" and set(by_type["embeddings"]) == {"float", "base64"}
     assert service.calls[1].input_type == "document" and service.calls[1].truncate is False
-    error(c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["int8"]}), 422)
+    assert "'bits'" in error(c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["bits"]}), 422)
 
 
 @pytest.mark.parametrize("path, body, field", [
@@ -441,3 +441,138 @@ def test_cohere_v1_embed_answers_floats_without_embedding_types_and_by_type_with
 def test_misspelt_fields_on_the_new_routes_are_422_naming_them(path, body, field):
     c, _ = serve()
     assert field in error(c.post(path, json=body), 422)
+
+
+# --- quantized embeddings (the math itself: tests/unit/test_quantization.py)
+
+
+def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+class UnitVectorService(ResolvingService):
+    """L2-normalised vectors `dimensions` wide (16 when unset), as an engine returns them."""
+
+    async def embed(self, request, routing_key):
+        name, _, tokens = await super().embed(request, routing_key)
+        return name, unit_vectors(len(request.inputs()), request.dimensions or 16), tokens
+
+
+def serve_unit(models=ONE_EMBED) -> TestClient:
+    return TestClient(build_api(UnitVectorService(models)))
+
+
+ALL_TYPES = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+
+
+def test_cohere_v2_embed_quantized_types_are_its_float_vectors_quantized_and_the_sdk_parses_them():
+    from cohere import EmbedByTypeResponse
+
+    from serving.quantization import quantize
+
+    c = serve_unit()
+    body = c.post("/v2/embed", json={"texts": ["a", "b", "c"], "embedding_types": ALL_TYPES,
+                                     "output_dimension": 40}).json()
+    floats = np.array(body["embeddings"]["float"], dtype=np.float32)
+    assert floats.shape == (3, 40)
+    for kind in ("int8", "uint8", "binary", "ubinary"):
+        assert body["embeddings"][kind] == quantize(floats, kind).tolist(), kind
+    assert len(body["embeddings"]["ubinary"][0]) == 5 and min(min(r) for r in body["embeddings"]["binary"]) < 0
+    parsed = EmbedByTypeResponse.model_validate(body)
+    assert parsed.embeddings.int8 == body["embeddings"]["int8"]
+    assert parsed.embeddings.ubinary == body["embeddings"]["ubinary"]
+
+
+def test_cohere_v1_embed_answers_quantized_types_by_type():
+    from serving.quantization import quantize
+
+    c = serve_unit()
+    body = c.post("/v1/embed", json={"texts": ["a"], "embedding_types": ["int8", "ubinary"]}).json()
+    assert body["response_type"] == "embeddings_by_type" and set(body["embeddings"]) == {"int8", "ubinary"}
+    assert body["embeddings"]["int8"] == quantize(unit_vectors(1, 16), "int8").tolist()
+    assert body["embeddings"]["ubinary"] == quantize(unit_vectors(1, 16), "ubinary").tolist()
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8", "binary", "ubinary"])
+def test_openai_quantized_encoding_formats_are_integer_lists_quantized_after_dimensions(kind):
+    from serving.quantization import quantize
+
+    c = serve_unit()
+    body = c.post("/v1/embeddings", json={"input": ["a", "b"], "dimensions": 24, "encoding_format": kind}).json()
+    assert [d["embedding"] for d in body["data"]] == quantize(unit_vectors(2, 24), kind).tolist()
+
+
+def test_openai_base64_of_floats_is_unchanged_by_the_extension():
+    c = serve_unit()
+    body = c.post("/v1/embeddings", json={"input": "a", "encoding_format": "base64"}).json()
+    raw = np.frombuffer(__import__("base64").b64decode(body["data"][0]["embedding"]), "<f4")
+    np.testing.assert_array_equal(raw, unit_vectors(1, 16)[0])
+
+
+@pytest.mark.parametrize("path, body, typo", [
+    ("/v2/embed", {"texts": ["a"], "embedding_types": ["float", "unit8"]}, "unit8"),
+    ("/v1/embed", {"texts": ["a"], "embedding_types": ["ubinnary"]}, "ubinnary"),
+    ("/v1/embeddings", {"input": "a", "encoding_format": "bianry"}, "bianry"),
+])
+def test_a_misspelt_embedding_type_is_422_naming_it(path, body, typo):
+    c = serve_unit()
+    assert f"'{typo}'" in error(c.post(path, json=body), 422)
+
+
+def calibrated(tmp_path, calibration: np.ndarray) -> list[dict]:
+    path = tmp_path / "calibration.npy"
+    np.save(path, calibration)
+    return [{"name": "e", "kind": "embed", "quantization": {"calibration": str(path)}}, {"name": "r", "kind": "rerank"}]
+
+
+def test_a_models_calibration_file_scales_int8_at_full_width_and_for_mrl_dimensions(tmp_path):
+    from serving.quantization import Quantizer, quantize
+
+    calibration = unit_vectors(200, 16, seed=7) * 0.5  # narrower than [-1, 1], so the ranges matter
+    c = serve_unit(calibrated(tmp_path, calibration))
+    full = c.post("/v2/embed", json={"texts": ["a", "b"], "embedding_types": ["int8"]}).json()["embeddings"]["int8"]
+    assert full == Quantizer(calibration).quantize(unit_vectors(2, 16), "int8", full_width=True).tolist()
+    assert full != quantize(unit_vectors(2, 16), "int8").tolist()
+    mrl = c.post("/v1/embeddings", json={"input": ["a", "b"], "dimensions": 8, "encoding_format": "uint8"}).json()
+    assert [d["embedding"] for d in mrl["data"]] == Quantizer(calibration).quantize(
+        unit_vectors(2, 8), "uint8", full_width=False).tolist()
+
+
+def test_a_calibration_of_another_width_is_a_server_error_naming_the_model(tmp_path):
+    c = serve_unit(calibrated(tmp_path, unit_vectors(10, 32)))
+    message = error(c.post("/v1/embeddings", json={"input": "a", "encoding_format": "int8"}), 500)
+    assert "model e" in message and "calibrate again" in message
+    assert c.post("/v1/embeddings", json={"input": "a", "encoding_format": "binary"}).status_code == 200
+
+
+def test_a_missing_calibration_file_fails_the_app_build(tmp_path):
+    from serving.quantization import CalibrationError
+
+    models = [{"name": "e", "kind": "embed", "quantization": {"calibration": str(tmp_path / "none.npy")}}]
+    with pytest.raises(CalibrationError, match="none.npy"):
+        build_api(UnitVectorService(models))
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")  # the SDKs' own timeouts
+def test_the_cohere_and_openai_sdks_ask_for_and_parse_quantized_types():
+    import cohere
+    from openai import OpenAI
+
+    from serving.quantization import quantize
+
+    c = serve_unit()
+    v2 = cohere.ClientV2(api_key="k", base_url=str(c.base_url), httpx_client=c)
+    response = v2.embed(model="e", texts=["a", "b"], input_type="search_document",
+                        embedding_types=["int8", "ubinary"], output_dimension=32)
+    assert response.embeddings.int8 == quantize(unit_vectors(2, 32), "int8").tolist()
+    assert response.embeddings.ubinary == quantize(unit_vectors(2, 32), "ubinary").tolist()
+    unset = v2.embed(model="e", texts=["a"], input_type="search_query", embedding_types=["uint8"],
+                     output_dimension=None)
+    assert unset.embeddings.uint8 == quantize(unit_vectors(1, 16), "uint8").tolist()
+    v1 = cohere.Client(api_key="k", base_url=str(c.base_url), httpx_client=c)
+    assert v1.embed(texts=["a"], embedding_types=["binary"]).embeddings.binary == quantize(
+        unit_vectors(1, 16), "binary").tolist()
+    openai = OpenAI(api_key="k", base_url=f"{c.base_url}/v1", http_client=c)
+    rows = openai.embeddings.create(model="e", input=["a", "b"], encoding_format="uint8").data
+    assert [r.embedding for r in rows] == quantize(unit_vectors(2, 16), "uint8").tolist()

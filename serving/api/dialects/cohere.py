@@ -4,6 +4,8 @@
 Cohere v1 rerank is the native `/v1/rerank`. Cohere's `priority` is accepted only as 0, like vLLM's.
 `rank_fields` and `max_chunks_per_doc` are accepted and change nothing: documents here are plain
 strings (no fields to pick), and `max_tokens_per_doc` bounds each document instead of chunking it.
+`embedding_types` `int8`, `uint8`, `binary` and `ubinary` are computed from the float vectors by
+`serving/quantization.py`, with the serving model's calibration ranges.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from serving.api.pipeline import Pipeline, encode_base64, new_id, to_internal
+from serving.api.pipeline import Embedded, Pipeline, encode_base64, new_id, to_internal
 from serving.api.protocol import (
     MODEL_DESCRIPTION,
     EmbeddingRequest,
@@ -25,6 +27,12 @@ from serving.api.protocol import (
 )
 
 # --- schemas
+
+EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]  # Cohere's `EmbeddingType`
+EmbeddingTypes = Annotated[list[EmbeddingType], Field(min_length=1, max_length=6)]
+EMBEDDING_TYPES_DESCRIPTION = (
+    "`float` lists, `base64` (little-endian float32), `int8` / `uint8` (one integer per dimension, scaled by the "
+    "model's calibration ranges), `binary` / `ubinary` (sign bits packed eight dimensions per int8 / uint8).")
 
 
 class V2RerankRequest(_Request):
@@ -72,8 +80,7 @@ class V2EmbedRequest(_Request):
     input_type: Literal["search_query", "search_document"] = Field(
         "search_document", description="`search_query` applies the model's query instruction; "
                                        "`search_document` embeds as is.")
-    embedding_types: Annotated[list[Literal["float", "base64"]], Field(min_length=1, max_length=2)] = Field(
-        ["float"], description="`float` lists and/or `base64` (little-endian float32).")
+    embedding_types: EmbeddingTypes = Field(["float"], description=EMBEDDING_TYPES_DESCRIPTION)
     output_dimension: StrictInt | None = Field(None, description="MRL output size, 32..model hidden size.")
     max_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000, description="Keep at most this many tokens per text "
                                                                                "(at most the model's max_model_len).")
@@ -91,6 +98,10 @@ class V2EmbedRequest(_Request):
 
 class EmbeddingsByType(BaseModel):
     float_: list[list[float]] | None = Field(None, alias="float")
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
     base64: list[str] | None = None
 
 
@@ -100,8 +111,9 @@ class V1EmbedRequest(_Request):
     input_type: Literal["search_query", "search_document", "classification", "clustering"] = Field(
         "search_document", description="`search_query` applies the model's query instruction; the others embed "
                                        "the text as is.")
-    embedding_types: Annotated[list[Literal["float", "base64"]], Field(min_length=1, max_length=2)] | None = Field(
-        None, description="Unset: `embeddings` is a list of float vectors (`embeddings_floats`); set: by type.")
+    embedding_types: EmbeddingTypes | None = Field(
+        None, description="Unset: `embeddings` is a list of float vectors (`embeddings_floats`); set: by type, "
+                          + EMBEDDING_TYPES_DESCRIPTION)
     truncate: Literal["NONE", "START", "END"] = Field(
         "END", description="Over-long texts: `END` cuts the end (keeping the EOS), `START` the start, `NONE` "
                            "rejects them with 413.")
@@ -153,10 +165,12 @@ def v1_embed_request(body: V1EmbedRequest) -> EmbeddingRequest:
         truncate=False if body.truncate == "NONE" else None)
 
 
-def embeddings_by_type(vectors, types: set[str]) -> EmbeddingsByType:
-    return EmbeddingsByType.model_validate({
-        "float": vectors.tolist() if "float" in types else None,
-        "base64": [encode_base64(v) for v in vectors] if "base64" in types else None})
+def embeddings_by_type(pipeline: Pipeline, result: Embedded, types: list[str],
+                       dimensions: int | None = None) -> EmbeddingsByType:
+    by_type = {t: pipeline.quantize(result, t, dimensions).tolist() for t in set(types) - {"base64"}}
+    if "base64" in types:
+        by_type["base64"] = [encode_base64(v) for v in result.vectors]
+    return EmbeddingsByType.model_validate(by_type)
 
 
 def embed_request(body: V2EmbedRequest) -> EmbeddingRequest:
@@ -190,7 +204,7 @@ def router(pipeline: Pipeline) -> APIRouter:
               response_model_by_alias=True)
     async def embed_v2(body: V2EmbedRequest, request: Request) -> V2EmbedResponse:
         result = await pipeline.embed(embed_request(body), request, endpoint="cohere_v2_embed")
-        embeddings = embeddings_by_type(result.vectors, set(body.embedding_types))
+        embeddings = embeddings_by_type(pipeline, result, body.embedding_types, body.output_dimension)
         return V2EmbedResponse(id=new_id("embed"), embeddings=embeddings, texts=body.texts,
                                meta=V2Meta(billed_units=BilledUnits(input_tokens=result.tokens)))
 
@@ -203,6 +217,6 @@ def router(pipeline: Pipeline) -> APIRouter:
             return V1FloatsEmbedResponse(id=new_id("embed"), embeddings=result.vectors.tolist(), texts=body.texts,
                                          meta=meta)
         return V1ByTypeEmbedResponse(id=new_id("embed"), texts=body.texts, meta=meta,
-                                     embeddings=embeddings_by_type(result.vectors, set(body.embedding_types)))
+                                     embeddings=embeddings_by_type(pipeline, result, body.embedding_types))
 
     return api

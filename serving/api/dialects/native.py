@@ -19,18 +19,21 @@ from serving.api.protocol import (
 )
 
 
-def embedding_response(result: Embedded, body: EmbeddingRequest, **extra) -> Response:
+def embedding_response(result: Embedded, body: EmbeddingRequest, vectors: np.ndarray | None = None,
+                       **extra) -> Response:
     """The OpenAI response, serialised straight from the float32 array.
 
     Building it through the pydantic models would convert every element to a Python float and
     validate it twice (model, then FastAPI's `response_model`); orjson writes the array itself,
-    each element as the shortest decimal that reads back as the same float32. `extra`: a dialect's
-    further top-level fields.
+    each element as the shortest decimal that reads back as the same float32. `vectors`: the
+    result's vectors as sent (quantized), if not its floats. `extra`: a dialect's further top-level
+    fields.
     """
+    vectors = np.asarray(result.vectors, dtype=np.float32) if vectors is None else vectors
     if body.encoding_format == "base64":
-        embeddings: list = [encode_base64(v, body.embed_dtype, body.endianness) for v in result.vectors]
+        embeddings: list = [encode_base64(v, body.embed_dtype, body.endianness) for v in vectors]
     else:
-        embeddings = list(np.ascontiguousarray(result.vectors, dtype=np.float32))
+        embeddings = list(np.ascontiguousarray(vectors))
     content = {"object": "list",
                "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
                "model": result.model, "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
@@ -52,7 +55,10 @@ def router(pipeline: Pipeline) -> APIRouter:
     # The declared model documents the response; the handler returns it already serialised.
     @api.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        return embedding_response(await pipeline.embed(body, request), body)
+        result = await pipeline.embed(body, request)
+        quantized = body.encoding_format not in ("float", "base64")
+        return embedding_response(
+            result, body, pipeline.quantize(result, body.encoding_format, body.dimensions) if quantized else None)
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:

@@ -3,13 +3,16 @@
 Three models: an embed model (TP=1) and a reranker placed in the ingress (the default: one hop),
 and the same embedding weights with TP=2 as a deployment of its own (`placement: deployment`,
 reached through a handle; also the canary side of an alias, and tight queue bounds for the 429
-test). So both request paths run in every test that names its model.
+test). So both request paths run in every test that names its model. The TP=2 model also has a
+calibration file for int8/uint8 output (test_quantized.py); the TP=1 model has the default ranges.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.net import free_port
@@ -24,7 +27,7 @@ def _engine(path, **extra) -> dict:
             "cpu_kvcache_space_gib": 1, "cpu_omp_threads_bind": "0-1"} | extra
 
 
-def app_config(tiny_models, port: int):
+def app_config(tiny_models, port: int, calibration: Path | None = None):
     from serving.config import AppConfig
 
     cpu = {"accelerator": "cpu", "cpus_per_shard": 0.25}
@@ -34,7 +37,8 @@ def app_config(tiny_models, port: int):
              "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
             {"name": "tiny-embed-tp2", "kind": "embed", "resources": cpu, "placement": "deployment",
              "engine": _engine(tiny_models["embedding"], tensor_parallel_size=2, cpu_omp_threads_bind="0|1"),
-             "scaling": {"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 2}},
+             "scaling": {"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 2},
+             "quantization": {"calibration": str(calibration) if calibration else None}},
             {"name": "tiny-rerank", "kind": "rerank", "resources": cpu,
              "engine": _engine(tiny_models["reranker"], block_size=32),
              "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
@@ -57,8 +61,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="package")
-def app_config_obj(tiny_models):
-    return app_config(tiny_models, free_port())
+def calibration_file(tiny_models, tmp_path_factory) -> Path:
+    """Calibration vectors at the tiny embedding model's width: random unit vectors, whose ranges
+    (about ±0.3 per dimension) differ from the default [-1, 1] wherever it matters."""
+    hidden = json.loads((Path(tiny_models["embedding"]) / "config.json").read_text())["hidden_size"]
+    rows = np.random.default_rng(0).standard_normal((500, hidden)).astype(np.float32)
+    path = tmp_path_factory.mktemp("calibration") / "tiny-embed.npy"
+    np.save(path, rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    return path
+
+
+@pytest.fixture(scope="package")
+def app_config_obj(tiny_models, calibration_file):
+    return app_config(tiny_models, free_port(), calibration_file)
 
 
 @pytest.fixture(scope="package")

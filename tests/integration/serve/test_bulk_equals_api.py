@@ -59,6 +59,31 @@ def test_encode_equals_v1_embeddings(base_url, app_config_obj, tmp_path, texts):
     assert sum(rows[i]["n_tokens"] for i in ids) == api["usage"]["prompt_tokens"] == summary.tokens
 
 
+def test_encode_int8_with_a_calibration_equals_quantizing_v1_embeddings(base_url, app_config_obj, tmp_path, texts,
+                                                                        calibration_file):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from serving.config import QuantizationConfig
+    from serving.quantization import Quantizer
+
+    ids = list(texts)[:64]
+    corpus = tmp_path / "texts.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": texts[k]}) + "\n" for k in ids))
+    model = _model(app_config_obj, "tiny-embed").model_copy(
+        update={"quantization": QuantizationConfig(calibration=str(calibration_file))})
+    rows, _ = _run("encode", model, tmp_path, corpus, dimensions=48, embedding_type="int8")
+    schema = pq.read_schema(next((tmp_path / "encode-out").glob("*.parquet")))
+    assert schema.field("embedding").type == pa.list_(pa.int8(), 48)
+    api = httpx.post(f"{base_url}/v1/embeddings", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300,
+                     json={"model": "tiny-embed", "input": [texts[i] for i in ids], "dimensions": 48}).json()
+    floats = np.array([d["embedding"] for d in api["data"]], dtype=np.float32)
+    expected = Quantizer.load(calibration_file).quantize(floats, "int8", full_width=False).astype(int)
+    got = np.array([rows[i]["embedding"] for i in ids], dtype=int)
+    # The two paths' floats agree to cosine >= 0.9999, so a value may land one level off near a boundary.
+    assert (np.abs(got - expected) <= 1).mean() >= 0.99 and np.abs(got - expected).max() <= 3
+
+
 def test_score_equals_v1_rerank(base_url, app_config_obj, tmp_path):
     pairs = score_rows(N, QUERIES)
     write_parquet(tmp_path / "pairs.parquet", pairs)

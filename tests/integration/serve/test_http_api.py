@@ -221,7 +221,7 @@ def test_413_over_the_rerank_limits(base_url, auth):
 @pytest.mark.parametrize("body", [
     {"input": []}, {"input": ""}, {"input": [""]}, {"input": 5}, {"input": [["a"]]}, {"input": [[]]},
     {"input": "x", "dimensions": 8}, {"input": "x", "dimensions": 129}, {"input": "x", "dimensions": "64"},
-    {"input": "x", "encoding_format": "int8"}, {"input": "x", "input_type": "passage"},
+    {"input": "x", "encoding_format": "int4"}, {"input": "x", "input_type": "passage"},
     {"input": "x", "unknown_field": 1}, {"input": [[999999999]]}, {},
 ])
 def test_422_for_invalid_embedding_requests(base_url, auth, body):
