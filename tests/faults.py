@@ -25,6 +25,8 @@ def replica_processes(deployment: str, app: str = "qwen3") -> list[psutil.Proces
 def engine_core(replica: psutil.Process) -> psutil.Process:
     """The vLLM engine-core process of a replica that holds one engine."""
     cores = [p for p in replica.children(recursive=True) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
+    if not cores:  # its title was not set (seen once): the engine core is the replica's own spawned child
+        cores = [p for p in replica.children() if "spawn_main" in " ".join(p.cmdline())]
     assert len(cores) == 1, [p.cmdline() for p in replica.children(recursive=True)]
     return cores[0]
 
