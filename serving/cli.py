@@ -268,9 +268,12 @@ def local_ray_serve_env(http) -> dict[str, str]:
 
 
 def free_port() -> int:
-    """A port free now, below the kernel's ephemeral range: a port the kernel hands out for port 0
-    may go to any outgoing connection before HAProxy binds it (seen with two apps on one machine:
-    HAProxy failed to start), while ports below the range are only ever bound on purpose."""
+    """A port free now, below the kernel's ephemeral range and outside the ranges Ray hands out itself.
+
+    A port the kernel hands out for port 0 may go to any outgoing connection before HAProxy binds it
+    (seen with two apps on one machine: HAProxy failed to start), while ports below the range are only
+    ever bound on purpose. Ray binds its workers to 10002-19999 (and refuses to start a node given a
+    component port inside that range) and Serve's direct-ingress replicas to 30000-31000."""
     import random
     import socket
 
@@ -279,7 +282,8 @@ def free_port() -> int:
             low = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    for port in random.sample(range(10000, max(low, 10001)), k=min(200, max(low - 10000, 1))):
+    candidates = [p for p in range(20000, low) if not RAY_OWN_PORTS[0] <= p <= RAY_OWN_PORTS[1]]
+    for port in random.sample(candidates, k=min(200, len(candidates))):
         with socket.socket() as s:
             try:
                 s.bind(("", port))
@@ -289,6 +293,9 @@ def free_port() -> int:
     with socket.socket() as s:  # every candidate taken: let the kernel choose
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+RAY_OWN_PORTS = (30000, 31000)  # Serve's direct-ingress HTTP ports (RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT)
 
 
 def _deployment_messages(app: str) -> str:
