@@ -37,6 +37,11 @@ letting the operator reject the object after install.
 {{- printf "%s-serve-svc" (include "qwen3-serving.fullname" .) -}}
 {{- end -}}
 
+{{/* The Ray containers' image: the repository's Dockerfile build, tagged <appVersion>-<variant> unless image.tag is set. */}}
+{{- define "qwen3-serving.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default (printf "%s-%s" .Chart.AppVersion .Values.image.variant)) -}}
+{{- end -}}
+
 {{- define "qwen3-serving.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -238,7 +243,7 @@ spec:
   {{- end }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $head }}
-      image: "{{ $root.Values.image.repository }}:{{ $root.Values.image.tag }}"
+      image: {{ include "qwen3-serving.image" $root | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       {{- with $root.Values.securityContext }}
       securityContext:
