@@ -3,7 +3,7 @@ VENV ?= .venv
 CONFIG ?= configs/default.yaml
 export VENV
 
-.PHONY: serve test bootstrap bench bench-engine bench-http bench-ramp bench-soak
+.PHONY: serve test bootstrap cluster bench bench-engine bench-http bench-ramp bench-soak
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -13,6 +13,10 @@ serve: bootstrap
 
 test: bootstrap
 	$(VENV)/bin/python -m pytest -ra --durations=25 $(ARGS)
+
+# The CPU chart's RayService on a local head + two worker nodes started by KubeRay's rules (tests/kuberay.py).
+cluster: bootstrap
+	$(VENV)/bin/python -m tests.kuberay $(ARGS)
 
 # bench: the engine benchmark, then the HTTP benchmark (peers' venvs are built on first use).
 bench: bench-engine bench-http
