@@ -32,7 +32,8 @@ def chart_values(tiny_models: dict[str, Path], port: int, entrypoint: str) -> di
     # Four logical CPUs per worker (the engines share the two cores anyway): room for an ingress
     # replica (one CPU), the lost one's replacement and the bulk job's actors and tasks at once.
     values["workerGroups"]["cpu"].update(replicas=WORKERS, maxReplicas=WORKERS, rayStartParams={"num-cpus": "4"})
-    values["rayJob"] = {"enabled": True, "entrypoint": entrypoint}
+    # One retry, as ci/bulk-rayjob-values.yaml allows: KubeRay submits a failed job again.
+    values["rayJob"] = {"enabled": True, "entrypoint": entrypoint, "backoffLimit": 1}
     return values
 
 

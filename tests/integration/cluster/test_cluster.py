@@ -113,11 +113,12 @@ def test_losing_a_worker_node_under_load(cluster, rendered, measurements):
 
 
 def job_actors(cluster) -> list[str]:
-    """The nodes of the bulk job's alive engine actors (Ray Data's MapWorker actors)."""
+    """The nodes of the bulk job's alive engine actors (Ray Data titles them
+    `MapWorker(MapBatches(EncodeWorker))`; its checkpoint filter is a MapWorker too)."""
     actors = httpx.get(f"{cluster.dashboard}/api/v0/actors", params={"detail": "true", "limit": 1000},
                        timeout=30).json()["data"]["result"]["result"]
     return [node_of(cluster, a["node_id"]) for a in actors
-            if a["state"] == "ALIVE" and "MapWorker" in a.get("class_name", "")]
+            if a["state"] == "ALIVE" and "EncodeWorker" in (a.get("repr_name") or "")]
 
 
 def submissions(cluster) -> list[str]:
@@ -203,9 +204,9 @@ def test_job_suspended_mid_run_leaves_no_engine_process(bulk_job):
 
 
 def test_job_engine_actors_ran_on_the_workers(bulk_job):
-    # Both may share a worker: the one that lost its replica has the free CPUs.
+    # Any worker (both may share one: the one that lost its replica has the free CPUs), never the head.
     placements = bulk_job["placements"]
-    assert len(placements) == 2 and set(placements) <= {f"cpu-{i}" for i in range(WORKERS)}, placements
+    assert placements and set(placements) <= {f"cpu-{i}" for i in range(WORKERS)}, placements
 
 
 def test_job_succeeded_after_the_node_loss(bulk_job):
