@@ -48,6 +48,8 @@ import psutil
 import yaml
 
 from serving.cli import free_port
+from tests.bulk import kill_all
+from tests.net import clean_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -138,11 +140,7 @@ class Node:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        kill_all(procs)
         psutil.wait_procs(procs, timeout=30)
         if self.proc is not None:
             self.proc.wait(30)
@@ -174,7 +172,7 @@ class LocalCluster:
         container = spec["template"]["spec"]["containers"][0]
         params = group_params(spec, container, head=head)
         env = container_env(container) | {
-            "RAY_ADDRESS": self.address if not head else f"127.0.0.1:{self.gcs_port}",
+            "RAY_ADDRESS": self.address,
             "RAY_NODE_TYPE_NAME": group, "RAY_USAGE_STATS_KUBERAY_IN_USE": "1"}
         if self.service:
             env |= SERVICE_ENV
@@ -199,7 +197,7 @@ class LocalCluster:
         return [str(BIN / "ray"), "start", *start_argv(params)]
 
     def _environ(self, node: Node) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "QWEN3_SERVE_", "RAY_"))}
+        base = clean_env()
         env = base | node.env | {"RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}"}
         if self.cache_dir is not None:
             env["HF_HOME"] = str(self.cache_dir)
@@ -350,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="the Serve port (default: a free one)")
     args = parser.parse_args(argv)
 
+    # Ctrl-C, or SIGTERM from whatever runs this, stops every node (a shell's background job would
+    # otherwise inherit SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     port = args.port or free_port()
     values = load_values(args.values)
     values.setdefault("serve", {})["proxyLocation"] = "HeadOnly"

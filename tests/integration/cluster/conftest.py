@@ -75,7 +75,7 @@ def cluster(rendered, tmp_path_factory, measurements):
     with LocalCluster(spec, workdir, cache_dir=workdir / "hf") as local:
         measurements["cluster: nodes started in (s)"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
-        local.deploy_status = deploy_service(local, rendered["service"]["spec"]["serveConfigV2"])
+        deploy_service(local, rendered["service"]["spec"]["serveConfigV2"])
         assert wait_for(lambda: healthz(rendered["url"]), 120), "the head's /-/healthz never said success"
         measurements["cluster: serveConfigV2 RUNNING in (s)"] = round(time.monotonic() - started, 1)
         yield local
