@@ -337,9 +337,14 @@ def _with_cli_overrides(config, args: argparse.Namespace):
 
 async def _embed(args: argparse.Namespace) -> dict:
     from serving.config import EmbedModelConfig
-    from serving.engines.embed import EmbedEngine
+    from serving.engines.embed import EmbedEngine, check_dimensions
 
-    engine = EmbedEngine(EmbedModelConfig(**_engine_fields(args)))
+    config = EmbedModelConfig(**_engine_fields(args))
+    if args.dimensions is not None:  # a bad size fails before the engine starts, from the checkpoint's config
+        hidden_size = _hidden_size(config.model)
+        if hidden_size is not None:
+            check_dimensions(config, hidden_size, args.dimensions)
+    engine = EmbedEngine(config)
     try:
         result = await engine.embed(args.texts, input_type="query" if args.query or args.task else "document",
                                     instruction=args.task, dimensions=args.dimensions)
@@ -347,6 +352,16 @@ async def _embed(args: argparse.Namespace) -> dict:
         engine.shutdown()
     return {"model": args.model, "dimensions": int(result.embeddings.shape[1]),
             "embeddings": result.embeddings.tolist(), "usage": {"prompt_tokens": result.prompt_tokens}}
+
+
+def _hidden_size(model: str) -> int | None:
+    """The checkpoint's hidden size, or None if its config cannot be read here (the engine says why)."""
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(model).hidden_size)
+    except Exception:
+        return None
 
 
 async def _rerank(args: argparse.Namespace) -> dict:

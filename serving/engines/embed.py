@@ -29,6 +29,16 @@ class EmbedResult:
     prompt_tokens: int  # tokens the model read, for usage accounting
 
 
+def check_dimensions(config: EmbedModelConfig, hidden_size: int, dimensions: int | None) -> None:
+    """MRL sizes run from the config's minimum to the model's hidden size."""
+    if dimensions is None:
+        return
+    lo, hi = config.min_dimensions, hidden_size
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not lo <= dimensions <= hi:
+        raise EngineInputError(f"`dimensions` must be an integer between {lo} and {hi} for {config.name}, "
+                               f"got {dimensions!r}")
+
+
 class EmbedInputs:
     """Validation and tokenization of embed requests: everything before the engine, no vLLM."""
 
@@ -41,12 +51,7 @@ class EmbedInputs:
         self.max_model_len = max_model_len  # what the engine runs with, not what the config asked for
 
     def check_dimensions(self, dimensions: int | None) -> None:
-        if dimensions is None:
-            return
-        lo, hi = self.config.min_dimensions, self.max_dimensions
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not lo <= dimensions <= hi:
-            raise EngineInputError(f"`dimensions` must be an integer between {lo} and {hi} for {self.config.name}, "
-                                   f"got {dimensions!r}")
+        check_dimensions(self.config, self.max_dimensions, dimensions)
 
     def format_query(self, query: str, instruction: str | None = None) -> str:
         return self.config.query_template.format(instruction=instruction or self.config.default_instruction,
