@@ -1,12 +1,13 @@
 """HTTP throughput and latency: our server against `vllm serve`, Infinity and sentence-transformers, in one run.
 
     python -m benchmarks.http_bench                      # 0.6B-shaped model, every peer, full sweep
-    python -m benchmarks.http_bench --smoke              # tiny model; ours, vllm serve, in-process; ~2 min
+    python -m benchmarks.http_bench --smoke              # tiny model; ours, vllm serve, in-process, two at a time
     python -m benchmarks.http_bench --peers ours,vllm --concurrency 1,8,32 --requests-scale 0.5
 
 Every peer is started by the harness on the same checkpoint (bf16, same engine settings for
 the vLLM-based ones), swept, and stopped before the next one starts, so each runs on a quiet
-machine of its own. Load comes from `vllm bench serve` (benchmarks.loadgen), a client none of
+machine of its own (except in smoke mode, which checks the harness, not the numbers, and runs
+two at a time). Load comes from `vllm bench serve` (benchmarks.loadgen), a client none of
 us wrote, with the same request files for every peer; the in-process EmbedEngine/RerankEngine
 get the same requests at the same concurrency as the ceiling. During each point the CPU share
 of every process of the server's and the client's trees is sampled. Results go to
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -151,6 +153,13 @@ def all_versions(peers: list[str]) -> dict[str, Any]:
     return out
 
 
+def servers_at_once(smoke: bool) -> int:
+    """Smoke mode (the CI check of this harness on the tiny model) runs two servers at a time: a
+    start-up is mostly one core importing Python, so two share this 2-core machine's start-up time.
+    Its numbers are then not those of a quiet machine; a full run starts one server at a time."""
+    return 2 if smoke else 1
+
+
 def server_groups(peer: Peer | None, smoke: bool) -> list[tuple[Task, ...]]:
     """Which tasks each server start covers: one task per start (nothing else running on the server),
     except in smoke mode, where a multi-model peer starts once with both models to save a start-up."""
@@ -173,7 +182,8 @@ def write_result(out: Path, *, args: argparse.Namespace, argv: list[str] | None,
         "machine": {**machine_info(), "load_avg_1m_start": round(load_start, 2),
                     "load_avg_1m_end": round(os.getloadavg()[0], 2)},
         "versions": all_versions(peers) if complete else versions(),
-        "settings": {"engine": settings.__dict__, "concurrency": concurrency, "requests_scale": args.requests_scale,
+        "settings": {"engine": settings.__dict__, "concurrency": concurrency,
+                     "servers_at_once": servers_at_once(args.smoke), "requests_scale": args.requests_scale,
                      "workloads": [w.__dict__ for w in workloads], "points": describe(points),
                      "throughput": "req/s and prompt tokens/s (the server's usage.prompt_tokens) over the timed "
                                    "run; latency is end to end per request at the client",
@@ -249,22 +259,27 @@ def main(argv: list[str] | None = None) -> int:
                             points=points, models=models, statuses=statuses, measurements=measurements,
                             complete=complete)
 
-    for name in peers:
+    def run_group(name: str, tasks: tuple[Task, ...], group: list[Point]) -> tuple[list[Measurement], dict[str, Any]]:
         peer = PEERS.get(name)
-        for tasks in server_groups(peer, args.smoke):
-            group = [p for p in points if p.workload.task in tasks]
-            if not group:
-                continue
-            if peer is None:
-                ms, status = run_inprocess(tasks[0], group, models, settings, work)
-            elif not set(tasks) <= set(peer.tasks):
-                reason = (peer.unsupported or {}).get(tasks[0], "not run for this task")
-                ms, status = [], {"peer": name, "task": tasks[0], "ran": False, "reason": reason}
-            else:
-                ms, status = run_server(peer, tasks, group, models, settings, work)
-            measurements += ms
-            statuses.append(status | {"note": peer.note if peer else
-                                      "EmbedEngine/RerankEngine in one process, asyncio at the same concurrency"})
+        if peer is None:
+            ms, status = run_inprocess(tasks[0], group, models, settings, work)
+        elif not set(tasks) <= set(peer.tasks):
+            reason = (peer.unsupported or {}).get(tasks[0], "not run for this task")
+            ms, status = [], {"peer": name, "task": tasks[0], "ran": False, "reason": reason}
+        else:
+            ms, status = run_server(peer, tasks, group, models, settings, work)
+        return ms, status | {"note": peer.note if peer else
+                             "EmbedEngine/RerankEngine in one process, asyncio at the same concurrency"}
+
+    groups = [(name, tasks, [p for p in points if p.workload.task in tasks])
+              for name in peers for tasks in server_groups(PEERS.get(name), args.smoke)]
+    done: dict[int, tuple[list[Measurement], dict[str, Any]]] = {}
+    with ThreadPoolExecutor(max_workers=servers_at_once(args.smoke)) as pool:
+        futures = {pool.submit(run_group, *g): i for i, g in enumerate(groups) if g[2]}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            measurements[:] = [m for i in sorted(done) for m in done[i][0]]
+            statuses[:] = [done[i][1] for i in sorted(done)]
             save(complete=False)
 
     result = save(complete=True)

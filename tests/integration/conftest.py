@@ -64,13 +64,13 @@ def short_context_models(tmp_path_factory):
     return build_tiny_models(tmp_path_factory.mktemp("short-context"), shape=shape, seed=7)
 
 
-@pytest.fixture
-def broken_embedding_checkpoint(tmp_path, tiny_models):
+@pytest.fixture(scope="module")
+def broken_embedding_checkpoint(tmp_path_factory, tiny_models):
     """The tiny embedding checkpoint with its weights file cut short: it fails inside vLLM's worker
     process, where only that process's output names the cause."""
     import shutil
 
-    broken = tmp_path / "broken-embedding"
+    broken = tmp_path_factory.mktemp("broken") / "broken-embedding"
     shutil.copytree(tiny_models["embedding"], broken)
     (broken / "model.safetensors").write_bytes((tiny_models["embedding"] / "model.safetensors").read_bytes()[:4096])
     return broken

@@ -4,6 +4,7 @@ environment and with default flags; start-up failures are one line and a non-zer
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,18 +14,36 @@ from tests.net import clean_env
 pytestmark = pytest.mark.slow
 
 
+EMBED_TEXTS = ["What is the capital of China?", "Gravity attracts bodies. " * 1500]  # the second: ~6,000 tokens
+RERANK_QUERY = "What is the capital of China?"
+RERANK_DOCS = ["The capital of China is Beijing.", "Gravity attracts bodies. " * 1000, "def f(): pass"]
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True, text=True,
                           timeout=600, env=clean_env())
 
 
-def test_embed_with_only_model_on_a_4096_position_checkpoint(short_context_models):
+@pytest.fixture(scope="module")
+def engine_runs(short_context_models, broken_embedding_checkpoint):
+    """The runs that start an engine, two at a time: a start-up is mostly one core importing Python."""
+    commands = {
+        "embed": ("embed", "--model", str(short_context_models["embedding"]), *EMBED_TEXTS),
+        "rerank": ("rerank", "--model", str(short_context_models["reranker"]), "--query", RERANK_QUERY, *RERANK_DOCS),
+        "broken": ("embed", "--model", str(broken_embedding_checkpoint), "hi"),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_cli, *command) for name, command in commands.items()}
+        yield {name: future.result for name, future in futures.items()}
+
+
+def test_embed_with_only_model_on_a_4096_position_checkpoint(short_context_models, engine_runs):
     from transformers import AutoTokenizer
 
     from serving.reference import ReferenceEmbedder
 
-    texts = ["What is the capital of China?", "Gravity attracts bodies. " * 1500]  # the second: ~6,000 tokens
-    proc = run_cli("embed", "--model", str(short_context_models["embedding"]), *texts)
+    texts = EMBED_TEXTS
+    proc = engine_runs["embed"]()
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     vectors = np.array(out["embeddings"])
@@ -38,12 +57,11 @@ def test_embed_with_only_model_on_a_4096_position_checkpoint(short_context_model
     assert out["usage"]["prompt_tokens"] == first + 4096
 
 
-def test_rerank_with_only_model_on_a_4096_position_checkpoint(short_context_models):
+def test_rerank_with_only_model_on_a_4096_position_checkpoint(short_context_models, engine_runs):
     from serving.reference import ReferenceReranker
 
-    docs = ["The capital of China is Beijing.", "Gravity attracts bodies. " * 1000, "def f(): pass"]
-    proc = run_cli("rerank", "--model", str(short_context_models["reranker"]),
-                   "--query", "What is the capital of China?", *docs)
+    docs = RERANK_DOCS
+    proc = engine_runs["rerank"]()
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads(proc.stdout)["scores"]
     # The engine runs at the checkpoint's 4,096 positions and leaves one for the generated token.
@@ -67,9 +85,9 @@ def test_max_model_len_above_the_checkpoint_fails_at_once_naming_both_numbers(sh
 
 
 def test_a_checkpoint_whose_weights_do_not_load_names_the_cause_from_the_engine_process(
-        broken_embedding_checkpoint):
+        broken_embedding_checkpoint, engine_runs):
     broken = broken_embedding_checkpoint
-    proc = run_cli("embed", "--model", str(broken), "hi")
+    proc = engine_runs["broken"]()
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     # The cause is raised in vLLM's worker process; the parent only sees "engine core failed".
