@@ -23,7 +23,7 @@ from tests.net import wait_for
 pytestmark = [pytest.mark.slow]
 
 CALLERS = 4
-PAUSE_WHILE_REPLACED_S = 0.2
+PAUSE_WHILE_REPLACED_S = 1.0  # each caller one request a second: the replacement gets the cores, callers keep sending
 
 
 def inputs(caller: int, model: str) -> list[str]:
