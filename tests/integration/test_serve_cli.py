@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -15,7 +17,28 @@ from tests.net import clean_env, free_port, wait_ready
 pytestmark = pytest.mark.slow
 
 
-def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
+@pytest.fixture(scope="module")
+def cannot_load(broken_embedding_checkpoint, tmp_path_factory):
+    """`qwen3-serve serve` with a model that cannot load, run while the other test's server starts:
+    each has a Ray instance of its own (a start-up is mostly one core importing Python)."""
+    broken = broken_embedding_checkpoint
+    config = {"models": [{"name": "broken", "kind": "embed", "engine": {"model": str(broken)},
+                          "resources": {"accelerator": "cpu"}}],
+              "http": {"host": "127.0.0.1", "port": free_port()}}
+    path = tmp_path_factory.mktemp("cannot-load") / "app.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def run() -> tuple[subprocess.CompletedProcess, float]:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--config", str(path)],
+                              capture_output=True, text=True, env=clean_env(), timeout=600)
+        return proc, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield broken, pool.submit(run)
+
+
+def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path, cannot_load):
     port = free_port()
     engine = {"cpu_kvcache_space_gib": 1, "enforce_eager": True}  # max_model_len: the checkpoint's
     config = {
@@ -57,22 +80,11 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path):
     assert "FALLBACK" in first_line and "Qwen/Qwen3-Embedding-0.6B" in first_line
 
 
-def test_serve_exits_with_the_cause_when_a_model_cannot_load(tmp_path, broken_embedding_checkpoint):
+def test_serve_exits_with_the_cause_when_a_model_cannot_load(cannot_load):
     """No endless replica restarts: the deployment fails after one start-up failure and the
     last stderr line names the model and the cause raised inside its replica's engine process."""
-    import time
-
-    broken = broken_embedding_checkpoint
-    config = {"models": [{"name": "broken", "kind": "embed", "engine": {"model": str(broken)},
-                          "resources": {"accelerator": "cpu"}}],
-              "http": {"host": "127.0.0.1", "port": free_port()}}
-    path = tmp_path / "app.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = clean_env()
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--config", str(path)], capture_output=True,
-                          text=True, env=env, timeout=600)
-    elapsed = time.monotonic() - started
+    broken, run = cannot_load
+    proc, elapsed = run.result()
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert last.startswith(f"qwen3-serve: error: model 'broken' ({broken}) failed to start: SafetensorError"), last
