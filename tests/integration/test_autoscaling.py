@@ -1,9 +1,10 @@
 """Ingress autoscaling end to end: `qwen3-serve serve` with configs/cpu-autoscale.yaml's scaling (tiny
-fallback models, engines in eager mode so a replica starts in reasonable time on 2 busy cores) goes
-from 1 to 2 running ingress replicas under 16 closed-loop callers, serves on both, and back to 1 when
-the load drops: Ray Serve drains the replica that served and stops it. Every request of the ramp,
-including those around both changes, must be answered 200 and well-formed. Reuses the ramp
-benchmark's parts (benchmarks/ramp.py) with shorter phases."""
+fallback models, engines in eager mode and the reranker in a deployment of its own, so a replica
+starts in reasonable time on 2 busy cores) goes from 1 to 2 running ingress replicas under 16
+closed-loop callers, serves on both, and back to 1 when the load drops: Ray Serve drains the
+replica that served and stops it. Every request of the ramp, including those around both changes,
+must be answered 200 and well-formed. Reuses the ramp benchmark's parts (benchmarks/ramp.py) with
+shorter phases."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def autoscaling_server(tiny_models, tmp_path):
     config = yaml.safe_load(CONFIG.read_text())
     for model in config["models"]:
         model["engine"]["enforce_eager"] = True
+        if model["kind"] == "rerank":
+            # One replica of its own, reached through a handle: an ingress replica then starts one engine,
+            # not two in turn, which halves the wait for the second replica on cores the load keeps busy.
+            # The scale-down then drains both paths: engine calls in the replica and handle calls.
+            model["placement"] = "deployment"
     path = tmp_path / "cpu-autoscale-eager.yaml"
     path.write_text(yaml.safe_dump(config))
     proc, url = start_server(path, log_path=tmp_path / "serve.log", tiny_models_dir=tiny_models["embedding"].parent)

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.bulk import (BAD_ENCODE_ROWS, TOO_LONG, alive, committed_checkpoints, committed_ids, descendants,
@@ -43,6 +44,18 @@ def encode_args(corpus: Path, out: Path, config: Path) -> list[str]:
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def engine_cores(pid: int) -> list:
+    """The vLLM engine-core processes under ``pid`` (vLLM titles them VLLM::EngineCore)."""
+    found = []
+    for p in alive(descendants(pid)):
+        try:
+            if "EngineCore" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +88,15 @@ def job(tiny_models, tmp_path_factory):
     after_kill = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.glob("*.parquet")}
     ids_after_kill = committed_ids(out)
 
-    # Run 2 (the resume): kill its engine process once it has committed a batch of its own.
-    before = set(committed_checkpoints(out))
+    # Run 2 (the resume): kill its engine process once that engine has committed a batch. (Counted
+    # from the engine's start: Ray Data's checkpoint filter may write checkpoint files before it.)
     second = start(args, tmp / "run2.log")
     killed_engine = None
     try:
-        if wait_for(lambda: len(set(committed_checkpoints(out)) - before) >= 1 or second.poll() is not None, 600):
-            engines = [p for p in alive(descendants(second.pid)) if "EngineCore" in " ".join(p.cmdline())]
+        if wait_for(lambda: engine_cores(second.pid) or second.poll() is not None, 600) and second.poll() is None:
+            before = set(committed_checkpoints(out))
+            wait_for(lambda: len(set(committed_checkpoints(out)) - before) >= 1 or second.poll() is not None, 600)
+            engines = engine_cores(second.pid)
             if engines and second.poll() is None:
                 killed_engine = engines[0].pid
                 os.kill(killed_engine, signal.SIGKILL)
