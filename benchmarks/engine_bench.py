@@ -61,10 +61,12 @@ class BenchSettings:
     rerank_block_size: int = 32
     reference_batch_size: int = 16
     reference_threads: int = 2
+    enforce_eager: bool = False  # smoke mode: True (no inductor build at every start; the numbers do not count)
 
 
 SMOKE = BenchSettings(
     shapes=("tiny",),
+    enforce_eager=True,
     workload=WorkloadSpec(embed_requests=3, texts_per_embed_request=8, rerank_requests=2,
                           docs_per_rerank_request=(6, 10), max_doc_tokens=256),
 )
@@ -391,7 +393,7 @@ async def run_case(case: Case, workload: Workload) -> CaseResult:
 def shape_cases(shape: str, paths: dict[str, Path], settings: BenchSettings) -> list[Case]:
     engine = {"dtype": settings.dtype, "max_model_len": settings.max_model_len,
               "cpu_kvcache_space_gib": settings.cpu_kvcache_space_gib,
-              "cpu_omp_threads_bind": settings.cpu_omp_threads_bind}
+              "cpu_omp_threads_bind": settings.cpu_omp_threads_bind, "enforce_eager": settings.enforce_eager}
     rerank_engine = {**engine, "block_size": settings.rerank_block_size}
     reference = {"dtype": settings.dtype, "max_length": settings.max_model_len,
                  "batch_size": settings.reference_batch_size, "torch_threads": settings.reference_threads,

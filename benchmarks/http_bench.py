@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = [int(c) for c in (args.concurrency or ("1,8" if args.smoke else "1,8,16,32,64")).split(",")]
     workloads = scaled((smoke_workloads if args.smoke else full_workloads)(concurrency), args.requests_scale,
                        args.workloads)
-    settings = EngineSettings(dtype=args.dtype)
+    settings = EngineSettings(dtype=args.dtype, enforce_eager=args.smoke)
     started = datetime.now(timezone.utc)
     load_start = os.getloadavg()[0]
 

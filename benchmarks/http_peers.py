@@ -32,11 +32,15 @@ class EngineSettings:
     cpu_kvcache_space_gib: float = 2
     cpu_omp_threads_bind: str = "0-1"  # both cores for the engine-core process, on every peer
     rerank_block_size: int = 32  # the CPU default 128 is longer than the reranker's shared prompt prefix
+    # Smoke mode only (it checks the harness, not the numbers): no torch.compile, whose inductor build
+    # runs again at every start on new checkpoint paths.
+    enforce_eager: bool = False
 
     def engine(self, task: Task, model: Path) -> dict[str, Any]:
         engine: dict[str, Any] = {"model": str(model), "dtype": self.dtype, "max_model_len": self.max_model_len,
                                   "cpu_kvcache_space_gib": self.cpu_kvcache_space_gib,
-                                  "cpu_omp_threads_bind": self.cpu_omp_threads_bind}
+                                  "cpu_omp_threads_bind": self.cpu_omp_threads_bind,
+                                  "enforce_eager": self.enforce_eager}
         return engine | ({"block_size": self.rerank_block_size} if task == "rerank" else {})
 
 
@@ -118,7 +122,7 @@ def _vllm(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Pat
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--runner", "pooling",
                "--host", "127.0.0.1", "--port", str(port), "--dtype", settings.dtype,
                "--max-model-len", str(settings.max_model_len), "--disable-log-stats",
-               "--uvicorn-log-level", "warning"]
+               "--uvicorn-log-level", "warning"] + (["--enforce-eager"] if settings.enforce_eager else [])
     if task == "embed":
         command += ["--model", str(models["embedding"]), "--served-model-name", EMBED_NAME,
                     "--hf-overrides", json.dumps({"is_matryoshka": True})]
