@@ -60,13 +60,12 @@ def test_embed_with_only_model_on_a_4096_position_checkpoint(short_context_model
 def test_rerank_with_only_model_on_a_4096_position_checkpoint(short_context_models, engine_runs):
     from serving.reference import ReferenceReranker
 
-    docs = RERANK_DOCS
     proc = engine_runs["rerank"]()
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads(proc.stdout)["scores"]
     # The engine runs at the checkpoint's 4,096 positions and leaves one for the generated token.
     expected = ReferenceReranker(str(short_context_models["reranker"]), max_length=4095).rerank(
-        "What is the capital of China?", docs)
+        RERANK_QUERY, RERANK_DOCS)
     assert max(abs(a - b) for a, b in zip(scores, expected)) <= 2e-2  # bf16 (dtype auto), see above
 
 
@@ -75,6 +74,7 @@ def test_bad_dimensions_exit_2_with_a_message(tiny_models):
                    "--dimensions", "8", "hello")
     assert proc.returncode == 2
     assert "between 32 and 128" in proc.stderr
+    assert "starting vLLM engine" not in proc.stderr  # refused from the checkpoint's config, before any engine
 
 
 def test_max_model_len_above_the_checkpoint_fails_at_once_naming_both_numbers(short_context_models):
