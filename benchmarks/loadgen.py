@@ -106,17 +106,18 @@ class Measurement:
 
     @property
     def cpu_ms_per_request(self) -> float | None:
-        """CPU milliseconds per completed request of every server process but the vLLM workers (which do
-        the model's work, the same in every vLLM-based peer): the request path's cost, the figure that
-        carries over to GPU hosts, where the model's work leaves the CPU but the path stays on it."""
+        """CPU milliseconds per completed request of every server process but vLLM's engine processes
+        (engine core and workers: they schedule and run the model, the same in every vLLM-based peer,
+        and our CPU engines run the model in the engine core): the request path's cost, the figure
+        that carries over to GPU hosts, where the model's work leaves the CPU but the path stays on it."""
         if not self.completed or not self.cpu:
             return None
         path = sum(float(r["cpu_s"]) for r in self.cpu
-                   if r["tree"] in ("server", "in-process") and not str(r["process"]).startswith("VLLM::Worker"))
+                   if r["tree"] in ("server", "in-process") and not str(r["process"]).startswith("VLLM::"))
         return round(1000 * path / self.completed, 2)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"cpu_ms_per_request_outside_worker": self.cpu_ms_per_request}
+        return asdict(self) | {"cpu_ms_per_request_outside_engine": self.cpu_ms_per_request}
 
 
 def bench_serve_args(point: Point, *, base_url: str, backend: str, endpoint: str, model: str, tokenizer: str,

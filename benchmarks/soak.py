@@ -99,7 +99,7 @@ _ENGINE_MODEL = re.compile(r"\(EngineCore pid=(\d+)\).*? with config: model='([^
 
 class Labeller:
     """Stable, readable labels: Ray titles without the running method, vLLM's processes named by their
-    model ("VLLM::Worker (soak-embed)"), no venv paths.
+    model ("VLLM::EngineCore (soak-embed)"), no venv paths.
 
     A vLLM process's model is that of its engine core, read from the engine's "Initializing a V1 LLM
     engine ... model='...'" line in the server log (engines of several models may share one replica);

@@ -57,7 +57,8 @@ class EngineConfig(_Strict):
     seed: int = Field(0, description="Engine seed.")
     distributed_executor_backend: Literal["mp", "ray"] | None = Field(
         None, description="How vLLM runs TP shards: `mp` (processes in the replica) or `ray` (placement-group "
-                          "bundles). None lets the deployment shape decide.")
+                          "bundles). None lets the deployment shape decide; on CPU with one shard, the model "
+                          "then runs in vLLM's engine-core process (`mp`: in a worker process of its own).")
 
     @property
     def name(self) -> str:

@@ -48,3 +48,23 @@ def test_a_relative_calibration_path_is_made_absolute_where_the_config_loads(tmp
     assert default.models[0].quantization.calibration is None
     with pytest.raises(ValidationError, match="calibraton"):
         AppConfig.model_validate({"models": [{"name": "e", "kind": "embed", "quantization": {"calibraton": "x"}}]})
+
+
+@pytest.mark.parametrize("device, backend, world_size, asked, runs_in_engine_core", [
+    ("cpu", "mp", 1, None, True),  # vLLM's CPU platform turns a one-shard engine's `uni` into `mp`
+    ("cpu", None, 1, None, True),
+    ("cpu", "mp", 1, "mp", False),  # asked for: vLLM's own layout
+    ("cpu", "mp", 2, None, False),  # TP=2: a worker process per shard
+    ("cuda", None, 1, None, False),
+])
+def test_one_cpu_shard_runs_in_the_engine_core_unless_mp_is_asked_for(device, backend, world_size, asked,
+                                                                       runs_in_engine_core):
+    from types import SimpleNamespace
+
+    from serving.engines.startup import _run_cpu_worker_in_engine_core
+
+    parallel = SimpleNamespace(distributed_executor_backend=backend, world_size_across_dp=world_size)
+    vllm_config = SimpleNamespace(device_config=SimpleNamespace(device_type=device), parallel_config=parallel)
+    config = EmbedModelConfig(distributed_executor_backend=asked)
+    assert _run_cpu_worker_in_engine_core(config, vllm_config) is runs_in_engine_core
+    assert parallel.distributed_executor_backend == ("uni" if runs_in_engine_core else backend)
