@@ -59,9 +59,13 @@ def running_replicas(deployment: str) -> int:
 
 
 def kill_under_load(url: str, model: str, deployment: str, victim, measurements: dict, label: str,
-                    cut_answers_allowed: int = 0) -> Callers:
+                    cut_answers_allowed: int = 0, stall_engine_s: float = 0.0) -> Callers:
     """Run callers, SIGKILL ``victim(replica)`` of one replica, keep calling until the replica process
-    is gone and Ray runs two replicas again, and check every answer."""
+    is gone and Ray runs two replicas again, and check every answer.
+
+    ``stall_engine_s``: first stop the replica's engine core (SIGSTOP) for that long, so that the calls
+    the replica accepts meanwhile are surely in flight when it dies. Without it the kill caught 0 to 11
+    calls mid-call in CI runs: the tiny model answers a chunk in milliseconds."""
     send = sender(url, model)
     with httpx.Client(timeout=120) as client:
         expected = {c: np.array([d["embedding"] for d in send(client, c).json()["data"]]) for c in range(CALLERS)}
@@ -72,8 +76,14 @@ def kill_under_load(url: str, model: str, deployment: str, victim, measurements:
     with Callers(send, n=CALLERS) as callers:
         time.sleep(2)  # requests in flight on both replicas
         killed = victim(replica)
+        stalled = engine_core(replica) if stall_engine_s else None
+        if stalled:
+            stalled.suspend()
+            time.sleep(stall_engine_s)
         killed_at = time.monotonic()
         os.kill(killed.pid, signal.SIGKILL)
+        if stalled:
+            stalled.resume()  # so that it sees its replica gone and exits
         gone = wait_for(lambda: not replica.is_running() or replica.status() == psutil.STATUS_ZOMBIE, 60, 0.05)
         measurements[f"{label}: replica process gone after (s)"] = round(time.monotonic() - killed_at, 2)
         time.sleep(5)  # full load while Ray and HAProxy drop the lost replica
@@ -128,9 +138,12 @@ def test_haproxy_waits_for_whole_requests_so_that_it_can_resend_them(replicas_ap
 
 
 def test_sigkill_of_a_model_deployment_replica_loses_nothing(replicas_app, measurements):
+    # The replica's engine stalls first, so the kill catches calls it accepted: only the ingress can
+    # resend those (Ray resends by itself only calls no replica had accepted).
     label = "SIGKILL of one of two deployment replicas"
     before = retries(replicas_app)
-    kill_under_load(replicas_app, DEPLOYED, DEPLOYED, lambda replica: replica, measurements, label)
+    kill_under_load(replicas_app, DEPLOYED, DEPLOYED, lambda replica: replica, measurements, label,
+                    stall_engine_s=1.0)
     assert retried_since(replicas_app, before, measurements, label), "no resent call was counted"
 
 
