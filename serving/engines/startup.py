@@ -83,8 +83,8 @@ def _run_cpu_worker_in_engine_core(config: EngineConfig, vllm_config: Any) -> bo
     core, because OpenMP's core binding must be in a process's environment before it starts (the
     platform turns `uni` into `mp`; vLLM 0.32, platforms/cpu.py). The engine core is itself a
     freshly spawned process, so the same binding in *its* environment does the same: one spawn and
-    one import of torch and vLLM fewer per engine, 29 s instead of 50 s to start the tiny embedding
-    model here, one process fewer, the same vectors bit for bit. `distributed_executor_backend: mp`
+    one import of torch and vLLM fewer per engine (the tiny embedding model starts in about 30 s
+    instead of 50 s here), one process fewer, the same vectors bit for bit. `distributed_executor_backend: mp`
     keeps vLLM's own layout; TP > 1 keeps a worker per shard.
     """
     parallel = vllm_config.parallel_config
