@@ -114,3 +114,30 @@ async def test_tensor_parallel_2_gives_the_same_vectors(embed_engine, tiny_model
         tp2.shutdown()
     single = (await embed_engine.embed(DOCUMENTS + QUERIES, dimensions=64)).embeddings
     assert cosines(sharded, single).min() >= COSINE_MIN
+
+
+async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine, tiny_models):
+    # One CPU shard: the model runs in vLLM's engine-core process (no worker process of its own),
+    # spawned with the OpenMP binding vLLM gives its worker, so every thread of it stays on core 1.
+    import glob
+
+    import psutil
+
+    from serving.config import EmbedModelConfig
+    from serving.engines.embed import EmbedEngine
+    from tests.integration.conftest import engine_fields
+
+    one_core = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]), **engine_fields(cpu_omp_threads_bind="1")))
+    try:
+        [process] = one_core._engine.engine_core.resources.engine_manager.processes
+        core = psutil.Process(process.pid)
+        name = core.name()
+        vectors = (await one_core.embed(DOCUMENTS)).embeddings  # OpenMP's threads exist once the model has run
+        workers = [p.cmdline() for p in core.children(recursive=True) if "Worker" in " ".join(p.cmdline())]
+        allowed = {open(f"{task}/status").read().split("Cpus_allowed_list:")[1].split()[0]
+                   for task in glob.glob(f"/proc/{core.pid}/task/*")}
+    finally:
+        one_core.shutdown()
+    assert "EngineCore" in name and not workers, (name, workers)
+    assert allowed == {"1"}, allowed
+    assert cosines(vectors, (await embed_engine.embed(DOCUMENTS)).embeddings).min() >= COSINE_MIN
