@@ -39,7 +39,8 @@ from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_mode
 from benchmarks.http_peers import ALL_PEERS, EMBED_NAME, INPROCESS, PEERS, RERANK_NAME, EngineSettings, Peer, prepare
 from benchmarks.http_workloads import Corpus, Task, HttpWorkload, Point, describe, full_workloads, smoke_workloads, write_points
 from benchmarks.loadgen import Measurement, parse_result, run_points
-from benchmarks.procs import clean_env, free_port, last_line, sample_rss, stop, wait_ready
+from benchmarks.procs import clean_env, last_line, sample_rss, stop, wait_ready
+from serving.ports import reserve_port
 from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv, package_versions, plot
 
 logger = logging.getLogger("benchmarks.http_bench")
@@ -60,7 +61,7 @@ def run_server(peer: Peer, tasks: tuple[Task, ...], points: list[Point], models:
         prepare(peer)
     except VenvUnavailable as exc:
         return [], status | {"ran": False, "reason": f"venv: {exc}"}
-    port = free_port()
+    port = reserve_port()
     peer_dir = work / f"{peer.name}-{task}"
     peer_dir.mkdir(parents=True, exist_ok=True)
     try:

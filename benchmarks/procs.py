@@ -1,4 +1,4 @@
-"""Servers as subprocesses: free ports, a clean environment, readiness, stopping, CPU and memory per process.
+"""Servers as subprocesses: a clean environment, readiness, stopping, CPU and memory per process.
 
 Shared by the soak run and the HTTP benchmark, which both start servers they measure.
 """
@@ -14,12 +14,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
-
-def free_port() -> int:
-    from serving.cli import free_port
-
-    return free_port()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -58,9 +58,10 @@ def start_server(config_path: str | Path = CONFIG, *, log_path: Path | None = No
     Port and host come from the environment (which overrides the YAML), like a user's shell would set
     them; so does ``tiny_models_dir`` if given. The server is stopped again if it never becomes ready.
     """
-    from benchmarks.procs import clean_env, free_port, wait_ready
+    from benchmarks.procs import clean_env, wait_ready
+    from serving.ports import reserve_port
 
-    port = free_port()
+    port = reserve_port()
     env = clean_env(HF_HUB_OFFLINE="1", QWEN3_SERVE_HTTP__PORT=str(port), QWEN3_SERVE_HTTP__HOST="127.0.0.1")
     if tiny_models_dir is not None:
         env["QWEN3_SERVE_TINY_MODELS_DIR"] = str(Path(tiny_models_dir).resolve())

@@ -35,7 +35,8 @@ import psutil
 import yaml
 
 from benchmarks.engine_bench import machine_info, versions
-from benchmarks.procs import clean_env, free_port, process_label, sample_rss, stop, tree, wait_ready
+from benchmarks.procs import clean_env, process_label, sample_rss, stop, tree, wait_ready
+from serving.ports import reserve_port
 from benchmarks.venvs import plot
 from benchmarks.workloads import stdlib_snippets
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     from serving.models.tiny import ensure_tiny_models
 
     models = ensure_tiny_models(Path(args.models_dir).resolve())
-    port = free_port()
+    port = reserve_port()
     url = f"http://127.0.0.1:{port}"
     texts = [s.text[:2000] for s in stdlib_snippets()]
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))

@@ -244,6 +244,8 @@ def local_ray_serve_env(http) -> dict[str, str]:
     environment win over each of these."""
     import tempfile
 
+    from serving.ports import reserve_port
+
     env = http.ray_serve_env()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     small = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
@@ -263,39 +265,10 @@ def local_ray_serve_env(http) -> dict[str, str]:
     # Ray Serve on the machine, and HAProxy then fails to start.
     for key in ("METRICS_PORT", "STATS_PORT"):
         if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
-            env[f"RAY_SERVE_HAPROXY_{key}"] = str(free_port())
+            env[f"RAY_SERVE_HAPROXY_{key}"] = str(reserve_port())
     return env
 
 
-def free_port() -> int:
-    """A port free now, below the kernel's ephemeral range and outside the ranges Ray hands out itself.
-
-    A port the kernel hands out for port 0 may go to any outgoing connection before HAProxy binds it
-    (seen with two apps on one machine: HAProxy failed to start), while ports below the range are only
-    ever bound on purpose. Ray binds its workers to 10002-19999 (and refuses to start a node given a
-    component port inside that range) and Serve's direct-ingress replicas to 30000-31000."""
-    import random
-    import socket
-
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    candidates = [p for p in range(20000, low) if not RAY_OWN_PORTS[0] <= p <= RAY_OWN_PORTS[1]]
-    for port in random.sample(candidates, k=min(200, len(candidates))):
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # every candidate taken: let the kernel choose
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-RAY_OWN_PORTS = (30000, 31000)  # Serve's direct-ingress HTTP ports (RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT)
 
 
 def _deployment_messages(app: str) -> str:

@@ -47,7 +47,7 @@ import httpx
 import psutil
 import yaml
 
-from serving.cli import free_port
+from serving.ports import reserve_port
 from tests.bulk import kill_all
 from tests.net import clean_env
 
@@ -159,7 +159,7 @@ class LocalCluster:
 
     def __post_init__(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.gcs_port, self.dashboard_port = reserve_port(), reserve_port()
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         head = self.spec["headGroupSpec"]
@@ -186,14 +186,14 @@ class LocalCluster:
     def _argv(self, node: Node) -> list[str]:
         """The node's `ray start` with this host's ports in place of KubeRay's fixed ones."""
         params = dict(node.params)
-        params |= {"metrics-export-port": str(free_port()), "dashboard-agent-listen-port": str(free_port()),
-                   "dashboard-agent-grpc-port": str(free_port()), "node-manager-port": str(free_port()),
-                   "object-manager-port": str(free_port()), "runtime-env-agent-port": str(free_port()),
+        params |= {"metrics-export-port": str(reserve_port()), "dashboard-agent-listen-port": str(reserve_port()),
+                   "dashboard-agent-grpc-port": str(reserve_port()), "node-manager-port": str(reserve_port()),
+                   "object-manager-port": str(reserve_port()), "runtime-env-agent-port": str(reserve_port()),
                    "temp-dir": node.temp_dir, "object-store-memory": str(OBJECT_STORE_BYTES),
                    "node-ip-address": "127.0.0.1", "disable-usage-stats": "true", "block": "true"}
         if node.name == "head":
             params |= {"head": "true", "port": str(self.gcs_port), "dashboard-port": str(self.dashboard_port),
-                       "ray-client-server-port": str(free_port()), "include-dashboard": "true"}
+                       "ray-client-server-port": str(reserve_port()), "include-dashboard": "true"}
         return [str(BIN / "ray"), "start", *start_argv(params)]
 
     def _environ(self, node: Node) -> dict[str, str]:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     # otherwise inherit SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    port = args.port or free_port()
+    port = args.port or reserve_port()
     values = load_values(args.values)
     values.setdefault("serve", {})["proxyLocation"] = "HeadOnly"
     values.setdefault("appConfig", {}).setdefault("http", {})["port"] = port

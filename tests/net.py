@@ -7,12 +7,6 @@ from collections.abc import Callable
 import httpx
 
 
-def free_port() -> int:
-    from serving.cli import free_port
-
-    return free_port()
-
-
 def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.2) -> bool:
     """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.net import clean_env, free_port, wait_ready
+from serving.ports import reserve_port
+from tests.net import clean_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def cannot_load(broken_embedding_checkpoint, tmp_path_factory):
     broken = broken_embedding_checkpoint
     config = {"models": [{"name": "broken", "kind": "embed", "engine": {"model": str(broken)},
                           "resources": {"accelerator": "cpu"}}],
-              "http": {"host": "127.0.0.1", "port": free_port()}}
+              "http": {"host": "127.0.0.1", "port": reserve_port()}}
     path = tmp_path_factory.mktemp("cannot-load") / "app.yaml"
     path.write_text(yaml.safe_dump(config))
 
@@ -39,7 +40,7 @@ def cannot_load(broken_embedding_checkpoint, tmp_path_factory):
 
 
 def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path, cannot_load):
-    port = free_port()
+    port = reserve_port()
     engine = {"cpu_kvcache_space_gib": 1, "enforce_eager": True}  # max_model_len: the checkpoint's
     config = {
         "models": [

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from serving.ports import reserve_port
 from tests.helm.conftest import CHART, load_values, objects
 from tests.kuberay import LocalCluster, deploy_service, healthz
-from tests.net import free_port, wait_for
+from tests.net import wait_for
 
 WORKERS = 2
 ENGINE = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "cpu_kvcache_space_gib": 0.25,
@@ -58,7 +59,7 @@ def rendered(tiny_models, job_dir):
     entrypoint = (f"qwen3-serve encode --config {config} --config-model tiny-embed --input {job_dir / 'corpus.jsonl'} "
                   f"--output {job_dir / 'embeddings'} --dimensions 64 --replicas 2 --batch-size 16 "
                   "--batches-in-flight 1 --no-progress")
-    port = free_port()
+    port = reserve_port()
     docs = objects(chart_values(tiny_models, port, entrypoint))
     return {"service": next(d for d in docs if d["kind"] == "RayService"),
             "job": next(d for d in docs if d["kind"] == "RayJob"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.net import free_port
+from serving.ports import reserve_port
 from tests.serve_app import running_app
 
 INGRESS, DEPLOYED = "tiny-embed", "tiny-embed-dep"
@@ -28,7 +28,7 @@ def replicas_app(tiny_models):
         ],
         "router": {"num_replicas": 2},
         "limits": {"embed_chunk_size": 4},
-        "http": {"host": "127.0.0.1", "port": free_port()},
+        "http": {"host": "127.0.0.1", "port": reserve_port()},
     })
     with running_app(config) as url:
         yield url

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.net import free_port
+from serving.ports import reserve_port
 from tests.serve_app import running_app
 
 API_KEY = "test-key-123"
@@ -73,7 +73,7 @@ def calibration_file(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="package")
 def app_config_obj(tiny_models, calibration_file):
-    return app_config(tiny_models, free_port(), calibration_file)
+    return app_config(tiny_models, reserve_port(), calibration_file)
 
 
 @pytest.fixture(scope="package")
