@@ -194,6 +194,10 @@ class ModelCard(BaseModel):
     targets: dict[str, float] | None = Field(None, description="For aliases: model -> traffic share.")
     max_dimensions: int | None = None
     max_model_len: int | None = None
+    dtype: str | None = Field(None, description="The dtype the engine runs (`auto` resolved).")
+    max_num_batched_tokens: int | None = Field(None, description="The engine's token budget per step (vLLM's, "
+                                                                 "its default when the config sets none).")
+    max_num_seqs: int | None = Field(None, description="The engine's sequences per step (vLLM's).")
 
 
 class ModelList(BaseModel):

@@ -202,7 +202,9 @@ class Router:
             cards.append(ModelCard(id=m.name, created=self._created, kind=m.kind,
                                    source=self.sources.get(m.name, {}).get("source", m.engine.model),
                                    fallback=self.sources.get(m.name, {}).get("fallback", False),
-                                   max_dimensions=info.get("max_dimensions"), max_model_len=info.get("max_model_len")))
+                                   max_dimensions=info.get("max_dimensions"), max_model_len=info.get("max_model_len"),
+                                   dtype=info.get("dtype"), max_num_batched_tokens=info.get("max_num_batched_tokens"),
+                                   max_num_seqs=info.get("max_num_seqs")))
         for alias, targets in self.config.aliases.items():
             total = sum(t.weight for t in targets)
             cards.append(ModelCard(id=alias, created=self._created, kind=self.table.kind_of(alias),
