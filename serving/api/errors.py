@@ -1,5 +1,6 @@
 """The fixed set of API errors. Each has one status code and the OpenAI error shape:
-{"error": {"message", "type", "code"}}. A traceback never reaches a client."""
+{"error": {"message", "type", "code"}}; the routes under a TEI base URL give the same errors in TEI's
+shape (`serving/api/dialects/tei.py`). A traceback never reaches a client."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ class RequestTooLarge(ApiError):
     status_code, type, code = 413, "invalid_request_error", "request_too_large"
 
 
+class ModelKindMismatch(ApiError):
+    """A TEI base URL (`/tei/{model}/...`) asked for what its model's kind does not do: a rerank of an
+    embedding model, an embedding of a reranker. TEI answers 424 (its `Backend` error type)."""
+    status_code, type, code = 424, "invalid_request_error", "wrong_model_kind"
+
+
 class Overloaded(ApiError):
     """A model deployment's queue bound was hit; retry after the Retry-After header."""
     status_code, type, code = 429, "rate_limit_error", "overloaded"
@@ -101,28 +108,30 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
+def api_error(request: Request, exc: Exception) -> ApiError:
+    """The API error an exception means: ours as they are, FastAPI's validation errors and Starlette's
+    HTTP errors as one of the fixed types, anything else a 500 (logged here, never shown)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RequestValidationError):
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            return InvalidRequest("request body is not valid JSON").response()
-        return ValidationFailed(_validation_message(exc)).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
+            return InvalidRequest("request body is not valid JSON")
+        return ValidationFailed(_validation_message(exc))
+    if isinstance(exc, StarletteHTTPException):
         # Starlette's and FastAPI's own errors keep their status and headers (405 carries Allow).
         messages = {
             400: "request body could not be parsed: send UTF-8 encoded JSON",
             404: f"no route {request.method} {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }
-        return http_error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers).response()
+        return http_error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return ApiError("internal error; the server logged the details")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return ApiError("internal error; the server logged the details").response()
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def answer(request: Request, exc: Exception):
+        return api_error(request, exc).response()
+
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, answer)
