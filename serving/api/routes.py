@@ -41,10 +41,15 @@ def build_api(service: ApiService) -> FastAPI:
     keys = [k.get_secret_value() for k in config.api_keys]
     authorise = _bearer_auth(keys)
     auth_errors = (401,) if keys else ()
-    post_errors = _errors(400, *auth_errors, 404, 413, 422, 429, 503)
+    post_statuses = (400, *auth_errors, 404, 413, 422, 429, 503)
+    post_errors = _errors(*post_statuses)
     pipeline = Pipeline(service)
     for dialect in (native, cohere, tei, vllm, infinity):
         app.include_router(dialect.router(pipeline), dependencies=[Depends(authorise)], responses=post_errors)
+    # Each model's TEI base URL, /tei/{model}/...: its routes document their errors in TEI's shape. The
+    # public probes come last, as their bare /tei/{model} would match the other routes' paths.
+    app.include_router(tei.base_router(pipeline, post_statuses), dependencies=[Depends(authorise)])
+    app.include_router(tei.base_probes(pipeline))
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True,
              dependencies=[Depends(authorise)], responses=_errors(*auth_errors, 413, 429))

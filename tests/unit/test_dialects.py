@@ -62,9 +62,12 @@ class ResolvingService:
             raise ValidationFailed(str(exc)) from None
 
     async def models(self):
-        return ModelList(data=[ModelCard(id="e", created=0, kind="embed", source="/m/emb", max_model_len=512,
-                                         max_dimensions=128),
-                               ModelCard(id="r", created=0, kind="rerank", source="/m/rr", max_model_len=256)])
+        # What the router reports of running engines (vLLM's scheduler limits included).
+        engine = {"dtype": "float32", "max_num_batched_tokens": 8192, "max_num_seqs": 256}
+        return ModelList(data=[ModelCard(id=m.name, created=0, kind=m.kind, source=f"/m/{m.name}",
+                                         max_model_len=512 if m.kind == "embed" else 256,
+                                         max_dimensions=128 if m.kind == "embed" else None, **engine)
+                               for m in self.config.models])
 
     async def readiness(self):
         return {}
@@ -189,7 +192,7 @@ def test_tei_rerank_left_truncation_is_rejected():
 def test_tei_info_describes_a_model_with_tei_fields():
     c, _ = serve()
     info = c.get("/info").json()
-    assert info["model_id"] == "/m/emb" and info["model_type"] == {"embedding": {"pooling": "last_token"}}
+    assert info["model_id"] == "/m/e" and info["model_type"] == {"embedding": {"pooling": "last_token"}}
     assert info["max_input_length"] == 512 and info["auto_truncate"] is True
     rerank = c.get("/info", params={"model": "r"}).json()
     assert "reranker" in rerank["model_type"] and rerank["max_input_length"] == 256

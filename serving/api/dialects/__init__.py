@@ -4,7 +4,7 @@
 - `native`: OpenAI embeddings and Cohere v1 / Jina / vLLM rerank, whose schemas are the internal ones
 - `cohere`: Cohere API v2 (`/v2/rerank`, `/v2/embed`)
 - `tei`: text-embeddings-inference (`/embed`, `/rerank` with `texts`, `/similarity`, `/tokenize`, `/decode`, `/`,
-  `/info`)
+  `/info`), and each model's TEI base URL `/tei/{model}/...` with all of them, as a TEI server of that model
 - `infinity`: Infinity (`/infinity/embeddings`, `/infinity/rerank`, `/infinity/models`; bare `/embeddings`, `/models`)
 - `vllm`: vLLM's score API (`/v1/score`, `/score`); vLLM's request fields on the native routes live in
   `serving/api/protocol.py`

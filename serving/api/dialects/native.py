@@ -41,6 +41,15 @@ def embedding_response(result: Embedded, body: EmbeddingRequest, vectors: np.nda
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
+async def openai_embeddings(pipeline: Pipeline, body: EmbeddingRequest, request: Request,
+                            endpoint: str = "embeddings") -> Response:
+    """`POST /v1/embeddings` (also TEI's OpenAI-compatible route under a TEI base URL)."""
+    result = await pipeline.embed(body, request, endpoint=endpoint)
+    quantized = body.encoding_format not in ("float", "base64")
+    return embedding_response(
+        result, body, pipeline.quantize(result, body.encoding_format, body.dimensions) if quantized else None)
+
+
 def rerank_response(body: RerankRequest, result: Scored) -> RerankResponse:
     results = [RerankResult(index=i, relevance_score=result.scores[i],
                             document=RerankDocument(text=result.texts[i]) if body.return_documents else None)
@@ -55,10 +64,7 @@ def router(pipeline: Pipeline) -> APIRouter:
     # The declared model documents the response; the handler returns it already serialised.
     @api.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        result = await pipeline.embed(body, request)
-        quantized = body.encoding_format not in ("float", "base64")
-        return embedding_response(
-            result, body, pipeline.quantize(result, body.encoding_format, body.dimensions) if quantized else None)
+        return await openai_embeddings(pipeline, body, request)
 
     @api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
