@@ -1,7 +1,10 @@
 """Schemathesis fuzzes the live app from its own /openapi.json: no input, however malformed,
 gets a 5xx, and every answer conforms to the document (status, content type, body schema).
 
-Bodies get a served model name most of the time, so cases reach the engines, not just 404.
+Bodies get a served model name most of the time, so cases reach the engines, not just 404. The routes
+under each model's TEI base URL, `/tei/{model}/...`, are in the document with the path parameter `model`,
+whose enum lists the served models, so the fuzzer names them there by itself (and other strings, 404,
+in negative mode); a body's `model` is ignored there.
 """
 
 import collections
@@ -29,7 +32,7 @@ MODELS = {**{path: EMBED_MODELS for path in ("/v1/embeddings", "/v2/embed", "/v1
                                                 "/infinity/rerank")},
           **{path: ALL_MODELS for path in ("/", "/tokenize", "/decode")}}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES_PER_OPERATION = 30  # per operation and mode: 23 operations x 2 modes
+EXAMPLES_PER_OPERATION = 30  # per operation and mode: 36 operations (13 under /tei/{model}) x 2 modes
 
 
 def fuzz(schema_url: str, base_url: str, headers: dict[str, str], max_examples: int) -> dict:
@@ -75,6 +78,6 @@ def test_no_server_errors_and_answers_conform_to_the_openapi_document(base_url, 
     measurements["schemathesis cases by operation and status"] = {
         op: dict(counts) for op, counts in outcome["statuses"].items()}
     assert not outcome["failures"], "\n\n".join(f"{op}:\n{text}" for op, text in outcome["failures"].items())
-    # The fuzzer reached the engines, not only the validation layer.
-    for operation in ("POST /v1/embeddings", "POST /v1/rerank"):
+    # The fuzzer reached the engines, not only the validation layer, at the root and under a TEI base URL.
+    for operation in ("POST /v1/embeddings", "POST /v1/rerank", "POST /tei/{model}/embed", "POST /tei/{model}/rerank"):
         assert outcome["statuses"][operation][200] > 0, outcome["statuses"][operation]

@@ -1,6 +1,7 @@
-"""The peers' further routes (TEI's `/`, `/similarity`, `/tokenize`, `/decode`; Infinity's; Cohere v1 embed and
-v2 `return_documents`) on the shared app, each checked against the answer of a route already proven against
-the model card's reference (test_http_api.py, test_clients.py) or against the checkpoint's own tokenizer."""
+"""The peers' further routes (TEI's `/`, `/similarity`, `/tokenize`, `/decode`, `/info` and each model's TEI
+base URL; Infinity's; Cohere v1 embed and v2 `return_documents`) on the shared app, each checked against the
+answer of a route already proven against the model card's reference (test_http_api.py, test_clients.py), the
+reference itself, TEI's documented schema, or the checkpoint's own tokenizer."""
 
 import base64
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 from tests.integration.serve.conftest import API_KEY
-from tests.integration.serve.test_clients import ok, post
+from tests.integration.serve.test_clients import assert_scores, ok, post
 from tests.integration.serve.test_http_api import cosines
+from tests.tei_schema import check_info
 from tests.texts import DOCUMENTS, QUERIES
 
 pytestmark = pytest.mark.slow
@@ -77,6 +79,49 @@ def test_tei_tokenize_query_prompt_counts_the_tokens_embed_reads(base_url, auth)
     usage = ok(post(base_url, auth, "/v1/embeddings", {"model": "tiny-embed", "input": [QUERIES[0]],
                                                         "input_type": "query"}))["usage"]
     assert len(tokens) == usage["prompt_tokens"] and tokens[-1]["special"]
+
+
+# --- TEI: one base URL per model, /tei/{model}
+
+
+def test_tei_info_at_the_root_and_under_each_models_base_is_teis_info_of_that_model(base_url, auth,
+                                                                                    app_config_obj):
+    answers = {m.name: ok(httpx.get(f"{base_url}/tei/{m.name}/info", headers=auth, timeout=30))
+               for m in app_config_obj.models}
+    root = ok(httpx.get(f"{base_url}/info", headers=auth, timeout=30))
+    check_info(root)
+    assert root == answers[app_config_obj.models[0].name]
+    for m in app_config_obj.models:
+        info = answers[m.name]
+        check_info(info)
+        assert info["served_model_name"] == m.name and info["model_id"] == m.engine.model
+        assert list(info["model_type"]) == ["embedding" if m.kind == "embed" else "reranker"]
+        assert (info["max_input_length"], info["model_dtype"]) == (512, "float32")
+
+
+def test_tei_rerank_under_the_rerankers_base_matches_the_reference(base_url, auth, reference_reranker):
+    ranks = ok(post(base_url, auth, "/tei/tiny-rerank/rerank", {"query": QUERIES[0], "texts": DOCUMENTS}))
+    assert [r["score"] for r in ranks] == sorted((r["score"] for r in ranks), reverse=True)
+    assert_scores({r["index"]: r["score"] for r in ranks}, reference_reranker.rerank(QUERIES[0], DOCUMENTS))
+
+
+def test_tei_base_of_an_embedding_model_refuses_to_rerank_as_tei_does(base_url, auth):
+    response = post(base_url, auth, "/tei/tiny-embed/rerank", {"query": QUERIES[0], "texts": DOCUMENTS[:2]})
+    assert response.status_code == 424, response.text
+    assert response.json()["error_type"] == "Backend" and "not a re-ranker" in response.json()["error"]
+
+
+def test_tei_base_embeds_with_the_model_in_its_path_not_the_bodys(base_url, auth):
+    # tiny-embed-tp2 is reached through its deployment's handle; the body names the other embed model.
+    body = ok(post(base_url, auth, "/tei/tiny-embed-tp2/v1/embeddings", {"model": "tiny-embed", "input": DOCUMENTS}))
+    assert body["model"] == "tiny-embed-tp2"
+    vectors = ok(post(base_url, auth, "/tei/tiny-embed-tp2/embed", {"model": "tiny-embed", "inputs": DOCUMENTS}))
+    assert cosines(vectors, [d["embedding"] for d in body["data"]]).min() >= SAME
+
+
+def test_tei_base_health_is_the_models_readiness_without_a_key(base_url):
+    response = httpx.get(f"{base_url}/tei/tiny-rerank/health", timeout=30)
+    assert response.status_code == 200 and response.content == b""
 
 
 # --- Infinity
