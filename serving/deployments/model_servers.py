@@ -97,7 +97,7 @@ class EmbedModel(_EngineModel):
 
     def info(self) -> dict[str, Any]:
         return {"kind": "embed", "max_dimensions": self.engine.inputs.max_dimensions,
-                "max_model_len": self.engine.inputs.max_model_len, **scheduler_limits(self.engine)}
+                "max_model_len": self.engine.inputs.max_model_len, **self.engine.scheduler_limits()}
 
 
 class RerankModel(_EngineModel):
@@ -116,20 +116,10 @@ class RerankModel(_EngineModel):
                                                   truncation=truncation, raw_scores=raw_scores))
 
     def info(self) -> dict[str, Any]:
-        return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len, **scheduler_limits(self.engine)}
+        return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len, **self.engine.scheduler_limits()}
 
 
 MODELS = {"embed": EmbedModel, "rerank": RerankModel}
-
-
-def scheduler_limits(engine: Any) -> dict[str, Any]:
-    """What the running engine resolved (vLLM's defaults fill what the config leaves unset): its dtype,
-    token budget and sequences per step. TEI's `/info` reports them."""
-    # The engine wrapper keeps its AsyncLLM in `_engine` and has no accessor for vLLM's resolved config.
-    vllm_config = engine._engine.vllm_config
-    scheduler = vllm_config.scheduler_config
-    return {"dtype": str(vllm_config.model_config.dtype).removeprefix("torch."),
-            "max_num_batched_tokens": scheduler.max_num_batched_tokens, "max_num_seqs": scheduler.max_num_seqs}
 
 
 # The same classes as deployments of their own (`placement: deployment`), leaving with their engine.

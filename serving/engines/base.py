@@ -104,6 +104,14 @@ class OwnsEngine:
     def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
         return decode_ids(self.tokenizer, sequences, skip_special_tokens)
 
+    def scheduler_limits(self) -> dict[str, Any]:
+        """What the running engine resolved (vLLM's defaults fill what the config leaves unset): its
+        dtype, token budget and sequences per step."""
+        vllm_config = self._engine.vllm_config
+        scheduler = vllm_config.scheduler_config
+        return {"dtype": str(vllm_config.model_config.dtype).removeprefix("torch."),
+                "max_num_batched_tokens": scheduler.max_num_batched_tokens, "max_num_seqs": scheduler.max_num_seqs}
+
     async def check_health(self) -> None:
         """Raise EngineUnavailableError unless the engine can take requests."""
         if self._engine is None:

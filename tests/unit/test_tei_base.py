@@ -71,11 +71,12 @@ def test_the_engine_figures_info_reports_are_vllms_resolved_ones():
 
     import torch
 
-    from serving.deployments.model_servers import scheduler_limits
+    from serving.engines.base import OwnsEngine
 
-    engine = NS(_engine=NS(vllm_config=NS(model_config=NS(dtype=torch.bfloat16), scheduler_config=NS(
-        max_num_batched_tokens=2048, max_num_seqs=128))))
-    assert scheduler_limits(engine) == {"dtype": "bfloat16", "max_num_batched_tokens": 2048, "max_num_seqs": 128}
+    engine = OwnsEngine()
+    engine._engine = NS(vllm_config=NS(model_config=NS(dtype=torch.bfloat16), scheduler_config=NS(
+        max_num_batched_tokens=2048, max_num_seqs=128)))
+    assert engine.scheduler_limits() == {"dtype": "bfloat16", "max_num_batched_tokens": 2048, "max_num_seqs": 128}
 
 
 # --- every route under the base, the model fixed by the path
