@@ -40,8 +40,8 @@ from benchmarks.http_peers import ALL_PEERS, EMBED_NAME, INPROCESS, PEERS, RERAN
 from benchmarks.http_workloads import Corpus, Task, HttpWorkload, Point, describe, full_workloads, smoke_workloads, write_points
 from benchmarks.loadgen import Measurement, parse_result, run_points
 from benchmarks.procs import clean_env, last_line, sample_rss, stop, wait_ready
-from serving.ports import reserve_port
 from benchmarks.venvs import REPO_ROOT, VenvUnavailable, ensure_venv, package_versions, plot
+from serving.ports import reserve_port
 
 logger = logging.getLogger("benchmarks.http_bench")
 

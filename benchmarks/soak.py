@@ -36,9 +36,9 @@ import yaml
 
 from benchmarks.engine_bench import machine_info, versions
 from benchmarks.procs import clean_env, process_label, sample_rss, stop, tree, wait_ready
-from serving.ports import reserve_port
 from benchmarks.venvs import plot
 from benchmarks.workloads import stdlib_snippets
+from serving.ports import reserve_port
 
 logger = logging.getLogger("benchmarks.soak")
 

@@ -269,8 +269,6 @@ def local_ray_serve_env(http) -> dict[str, str]:
     return env
 
 
-
-
 def _deployment_messages(app: str) -> str:
     """The status messages of an app's deployments; a failed replica's error is in them."""
     from ray import serve
