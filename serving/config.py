@@ -299,6 +299,14 @@ class HttpConfig(_Strict):
     retry_body_kib: int = Field(
         64, ge=16, description="With HAProxy: its buffer size (tune.bufsize). A request is resent only if it fits in "
                                "one buffer; larger ones are not retried. Each connection may hold two buffers.")
+    drain_s: float = Field(
+        5.0, ge=0, description="With HAProxy: how long a stopping ingress replica stays reachable before it "
+                               "refuses new connections (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S; Ray's "
+                               "default, 30 s, allows for an external load balancer in front of the replicas). Here "
+                               "Serve's own HAProxy is the only one: it dropped a stopping replica 0.8 s after the "
+                               "controller stopped it, and a request that still arrives later is refused and "
+                               "resent to another replica. Every stop of an ingress replica (scale-down, shutdown, "
+                               "redeploy) waits this long.")
     throughput_optimized: bool = Field(
         True, description="Ray Serve's throughput settings (RAY_SERVE_THROUGHPUT_OPTIMIZED): user code on the "
                           "replica's own event loop (no hand-off to a second thread per request), gRPC between "
@@ -315,6 +323,8 @@ class HttpConfig(_Strict):
             env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] = str(math.ceil(self.request_timeout_s))
         if self.ingress == "haproxy" and self.haproxy_threads:
             env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
+        if self.ingress == "haproxy":
+            env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{self.drain_s:g}"
         if self.ingress == "haproxy" and self.retries:  # Ray's default resends connection failures only
             env |= {"RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON, "RAY_SERVE_HAPROXY_RETRIES": str(self.retries),
                     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(self.retry_body_kib * 1024)}

@@ -96,20 +96,12 @@ def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[
     if local:  # replicas that hold engines: health-checked, drained and failed like the model deployments
         options |= ENGINE_REPLICA_OPTIONS | {
             "max_constructor_retry_count": min(m.scaling.max_constructor_retry_count for m in local)}
-    # A draining ingress replica first stays reachable while the load balancer drops it, then
+    # A draining ingress replica first stays reachable while HAProxy drops it (`http.drain_s`), then
     # finishes what it holds and stops its engines: its grace period covers both, or Ray kills it
     # with requests and engines still running.
-    options["graceful_shutdown_timeout_s"] = ingress_deregistration_s() + ENGINE_REPLICA_OPTIONS[
-        "graceful_shutdown_timeout_s"]
+    drain_s = config.http.drain_s if config.http.ingress == "haproxy" else 0
+    options["graceful_shutdown_timeout_s"] = drain_s + ENGINE_REPLICA_OPTIONS["graceful_shutdown_timeout_s"]
     return options, overrides
-
-
-def ingress_deregistration_s() -> float:
-    """How long Ray Serve keeps a draining ingress replica reachable before closing its listener, so
-    that HAProxy can drop it (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s by default)."""
-    from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
-
-    return RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
 
 
 def autoscaling_config(scaling: ScalingConfig | RouterConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.config import AppConfig
+from serving.config import AppConfig, HttpConfig
 from serving.deployments.app import deployment_name, ingress_options, replica_options
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
@@ -118,8 +118,12 @@ def test_models_live_in_the_ingress_by_default_and_it_reserves_their_cpus():
     assert engines == {"e": {"distributed_executor_backend": None}, "r": {"distributed_executor_backend": "mp"}}
     assert options["num_replicas"] == 1 and options["max_constructor_retry_count"] == 1
     assert options["health_check_period_s"]
-    # Ray keeps a draining ingress replica reachable for 30 s first; then it must still have time to finish.
-    assert options["graceful_shutdown_timeout_s"] == 30 + 30
+    # A draining ingress replica stays reachable for http.drain_s first; then it must still have time to finish.
+    assert options["graceful_shutdown_timeout_s"] == 5 + 30
+    slow, _ = ingress_options(config.model_copy(update={"http": HttpConfig(drain_s=12)}))
+    assert slow["graceful_shutdown_timeout_s"] == 12 + 30
+    proxy, _ = ingress_options(config.model_copy(update={"http": HttpConfig(ingress="proxy")}))
+    assert proxy["graceful_shutdown_timeout_s"] == 30
 
 
 def test_ingress_models_share_one_gpu_and_its_memory():

@@ -131,6 +131,10 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
 - name: RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S
   value: {{ ceil $timeout | int | quote }}
 {{- end }}
+{{- if $haproxy }}
+- name: RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
+  value: {{ dig "http" "drain_s" 5 .Values.appConfig | toString | quote }}
+{{- end }}
 {{- $threads := dig "http" "haproxy_threads" nil .Values.appConfig }}
 {{- if and $haproxy $threads }}
 - name: RAY_SERVE_HAPROXY_NBTHREAD
