@@ -239,13 +239,8 @@ def local_ray_serve_env(http) -> dict[str, str]:
     """The Ray Serve environment for a local cluster this command starts. On a host with fewer than
     8 cores, Serve's controller loop every 0.5 s instead of 0.1 s (its cost is fixed per second,
     1-2% of a core, taken from the engines) and HAProxy with half the cores as threads (Ray's
-    default is 4). With HAProxy, its files in a folder of this instance's own (Ray's default,
-    /tmp/haproxy-serve, is shared by every Ray on the machine). The config and the user's own
-    environment win over each of these."""
-    import tempfile
-
-    from serving.ports import reserve_port
-
+    default is 4). With HAProxy, files and ports of this instance's own (`haproxy_instance_env`).
+    The config and the user's own environment win over each of these."""
     env = http.ray_serve_env()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     small = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
@@ -255,17 +250,25 @@ def local_ray_serve_env(http) -> dict[str, str]:
         env |= {k: v for k, v in small.items() if k not in env and k not in os.environ}
     if http.ingress != "haproxy":
         return env
+    return env | {k: v for k, v in haproxy_instance_env().items() if k not in os.environ}
+
+
+def haproxy_instance_env() -> dict[str, str]:
+    """What one Ray Serve with HAProxy needs for itself on a machine shared with others: a folder
+    for HAProxy's files (Ray's default, /tmp/haproxy-serve, is shared by every Ray on the machine)
+    and leased ports for HAProxy's Prometheus and stats listeners and the fallback proxy behind it
+    (Ray's fixed 9101, 8404, 8500 and 9500 clash, and the second instance fails to start)."""
+    import tempfile
+
+    from serving.ports import reserve_port
+
     # Short: Ray adds a 40-character folder, and HAProxy's socket path may not exceed 97 characters.
     files = tempfile.mkdtemp(prefix="q3h-", dir="/tmp")
-    for key, name in (("CONFIG_FILE_LOC", "haproxy.cfg"), ("SOCKET_PATH", "admin.sock"),
-                      ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state")):
-        if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
-            env[f"RAY_SERVE_HAPROXY_{key}"] = os.path.join(files, name) if name else files
-    # HAProxy's Prometheus and stats listeners: Ray's fixed 9101 and 8404 would clash with any other
-    # Ray Serve on the machine, and HAProxy then fails to start.
-    for key in ("METRICS_PORT", "STATS_PORT"):
-        if f"RAY_SERVE_HAPROXY_{key}" not in os.environ:
-            env[f"RAY_SERVE_HAPROXY_{key}"] = str(reserve_port())
+    env = {f"RAY_SERVE_HAPROXY_{key}": os.path.join(files, name) if name else files
+           for key, name in (("CONFIG_FILE_LOC", "haproxy.cfg"), ("SOCKET_PATH", "admin.sock"),
+                             ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state"))}
+    for key in ("HAPROXY_METRICS_PORT", "HAPROXY_STATS_PORT", "FALLBACK_PROXY_HTTP_PORT", "FALLBACK_PROXY_GRPC_PORT"):
+        env[f"RAY_SERVE_{key}"] = str(reserve_port())
     return env
 
 

@@ -10,12 +10,13 @@ CALLER_TIMEOUT_S = 300  # a replacement starts its engines again (TP=2: 94 s in 
 
 
 def replica_processes(deployment: str, app: str = "qwen3") -> list[psutil.Process]:
-    """The replica actors' processes: Ray titles them `ray::ServeReplica:<app>:<deployment>`."""
+    """The replica actors' processes of the Ray instance this process started (its raylet's workers,
+    not another test run's on the machine): Ray titles them `ray::ServeReplica:<app>:<deployment>`."""
     title = f"ray::ServeReplica:{app}:{deployment}"
     found = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.Process().children(recursive=True):
         try:
-            if (p.info["cmdline"] or [""])[0].startswith(title) and p.status() != psutil.STATUS_ZOMBIE:
+            if (p.cmdline() or [""])[0].startswith(title) and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
         except psutil.Error:
             pass

@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ import httpx
 import psutil
 import yaml
 
+from serving.cli import haproxy_instance_env
 from serving.ports import reserve_port
 from tests.bulk import kill_all
 from tests.net import clean_env
@@ -174,8 +176,8 @@ class LocalCluster:
         env = container_env(container) | {
             "RAY_ADDRESS": self.address,
             "RAY_NODE_TYPE_NAME": group, "RAY_USAGE_STATS_KUBERAY_IN_USE": "1"}
-        if self.service:
-            env |= SERVICE_ENV
+        if self.service:  # each pod has a network of its own on Kubernetes; here Serve's fixed ports would clash
+            env |= SERVICE_ENV | haproxy_instance_env()
         if head:
             params["dashboard-host"] = "127.0.0.1"  # loopback only: nothing here needs more
         else:
@@ -245,6 +247,7 @@ class LocalCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.kill()
+            shutil.rmtree(node.env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE") or "/nonexistent", ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         try:

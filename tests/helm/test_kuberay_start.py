@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tests.helm.conftest import CHART, load_values, objects
 from tests.kuberay import LocalCluster, container_env, group_params, start_argv
 
@@ -41,3 +43,12 @@ def test_local_nodes_get_ports_of_their_own_and_the_workers_the_heads_address(tm
     ports = [a.split("=", 1)[1] for argv in argvs for a in argv if a.split("=", 1)[0].endswith("-port")]
     assert len(ports) == len(set(ports)) and "8080" not in ports and "52365" not in ports
     assert cluster.nodes[1].env["RAY_NODE_TYPE_NAME"] == "cpu" and cluster.nodes[1].env["RAY_SERVE_KV_TIMEOUT_S"] == "5"
+    # Serve's own listeners (HAProxy's metrics and stats, the fallback proxy) and HAProxy's files: each node's own.
+    serve_ports = [n.env[f"RAY_SERVE_{k}"] for n in cluster.nodes for k in (
+        "HAPROXY_METRICS_PORT", "HAPROXY_STATS_PORT", "FALLBACK_PROXY_HTTP_PORT", "FALLBACK_PROXY_GRPC_PORT")]
+    assert len(set(serve_ports + ports)) == len(serve_ports) + len(ports)
+    assert not set(serve_ports) & {"9101", "8404", "8500", "9500"}
+    folders = [n.env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"] for n in cluster.nodes]
+    assert len(set(folders)) == 3 and all(os.path.isdir(f) for f in folders)
+    cluster.stop()
+    assert not any(os.path.exists(f) for f in folders)

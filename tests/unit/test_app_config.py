@@ -171,8 +171,10 @@ def test_a_local_cluster_gets_small_host_settings_and_haproxy_files_of_its_own(m
         base = env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
         assert os.path.isdir(base) and env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(base)
         assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 41 <= 97  # Ray adds a 40-character folder
-        ports = {env["RAY_SERVE_HAPROXY_METRICS_PORT"], env["RAY_SERVE_HAPROXY_STATS_PORT"]}
-        assert len(ports) == 2 and not ports & {"9101", "8404"}  # Ray's fixed ones clash between instances
+        ports = {env[f"RAY_SERVE_{key}"] for key in ("HAPROXY_METRICS_PORT", "HAPROXY_STATS_PORT",
+                                                     "FALLBACK_PROXY_HTTP_PORT", "FALLBACK_PROXY_GRPC_PORT")}
+        assert len(ports) == 4 and not ports & {"9101", "8404", "8500", "9500"}  # Ray's fixed ones clash between instances
+        assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "5"
         assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response 503\n" \
                                                    "    option http-buffer-request"
         assert env["RAY_SERVE_HAPROXY_RETRIES"] == "2" and env["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"] == "65536"
