@@ -28,7 +28,8 @@ class EngineConfig(_Strict):
     model: str = Field(description="Hub id or local path of the checkpoint.")
     served_model_name: str | None = Field(None, description="Name clients use; defaults to `model`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights/activation dtype. `auto` uses the checkpoint's (bf16 for Qwen3).")
+        "auto", description="Weights/activation dtype. `auto`: on GPUs the checkpoint's (bf16 for Qwen3); on "
+                            "CPUs bf16 where the CPU has it natively (AVX512-BF16, AMX, Arm BF16), else float32.")
     max_model_len: int | None = Field(
         None, ge=16, description="Max tokens per sequence, prompt included. None = the checkpoint's own limit "
                                  "(max_position_embeddings); a larger value is an error at start-up.")

@@ -33,7 +33,7 @@ def engine_args(config: EngineConfig, **extra: Any):
     return AsyncEngineArgs(
         model=config.model,
         served_model_name=config.name,
-        dtype=config.dtype,
+        dtype=resolved_dtype(config.dtype),
         tensor_parallel_size=config.tensor_parallel_size,
         hf_overrides=dict(config.hf_overrides),
         enforce_eager=config.enforce_eager,
@@ -45,6 +45,43 @@ def engine_args(config: EngineConfig, **extra: Any):
         **optional,
         **extra,
     )
+
+
+def resolved_dtype(dtype: str) -> str:
+    """`auto` on a CPU: bfloat16 where the CPU computes it natively, else float32. vLLM's own `auto`
+    keeps a bf16 checkpoint (every Qwen3) in bf16 on any CPU, and turns a float32 checkpoint into
+    float16 for pooling models; without the instructions both are emulated, several times slower
+    than float32 (README "Choosing the dtype on CPU"). Elsewhere `auto` is left to vLLM."""
+    if dtype != "auto":
+        return dtype
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return dtype
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """x86 AVX512-BF16 or AMX-BF16, or Arm's BF16 extension, from Linux's /proc/cpuinfo flags (macOS:
+    sysctl, as vLLM asks)."""
+    import sys
+
+    if cpuinfo is None and sys.platform == "darwin":
+        import subprocess
+
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, check=False)
+        return out.stdout.strip() == b"1"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, Arm
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def start_engine(config: EngineConfig, **extra: Any):

@@ -96,3 +96,31 @@ def test_cpu_engines_preload_tcmalloc_when_it_is_installed(tmp_path, monkeypatch
         cpu_preload(EngineConfig(model="m", cpu_malloc="tcmalloc"), "cpu", missing)
     monkeypatch.setenv("LD_PRELOAD", f"/opt/libtcmalloc.so:{gomp}")  # the user's own choice stays
     assert cpu_preload(auto, "cpu", lib) is None
+
+
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
+X86_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_vnni amx_bf16 amx_tile\n"
+X86_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n"  # bf16 emulated
+ARM_V8 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 atomics\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [(X86_AVX2, False), (X86_AMX, True), (X86_AVX512_ONLY, False),
+                                                 (X86_AMX.replace("amx_bf16", "avx512_bf16"), True),
+                                                 (ARM_V8, False), (ARM_BF16, True), ("", False)])
+def test_native_bf16_comes_from_the_cpus_flags(cpuinfo, native):
+    from serving.engines.startup import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(cpuinfo) is native
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_on_cpu_is_bf16_only_where_native_and_an_explicit_dtype_is_kept(monkeypatch, native):
+    from serving.config import EngineConfig
+    from serving.engines import startup
+
+    monkeypatch.setattr(startup, "cpu_has_native_bf16", lambda: native)
+    assert startup.resolved_dtype("auto") == ("bfloat16" if native else "float32")
+    for dtype in ("float32", "bfloat16", "float16"):
+        assert startup.resolved_dtype(dtype) == dtype
+    assert startup.engine_args(EngineConfig(model="/nonexistent")).dtype == ("bfloat16" if native else "float32")
