@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from serving.config import AppConfig, EmbedDeploymentConfig, RerankDeploymentConfig, RouterConfig, ScalingConfig
+from serving.deployments.lifecycle import ENGINE_REPLICA_OPTIONS
 
 APP_NAME = "qwen3"
 ROUTER_PROBE_HEADROOM = 16
-# Every replica that holds an engine (a model deployment's, or the ingress's with models placed in it).
-ENGINE_REPLICA_OPTIONS = {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 30}
 
 
 def replica_options(model: EmbedDeploymentConfig | RerankDeploymentConfig,

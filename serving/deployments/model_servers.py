@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from typing import Any
 
 from ray import serve
 
 from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
+from serving.deployments.lifecycle import exit_replica
 from serving.engines.errors import EngineDiedError
 from serving.engines.truncation import DEFAULT, Truncation
 
@@ -131,17 +130,6 @@ class EmbedServer(EmbedModel):
 @serve.deployment(name="RerankServer")
 class RerankServer(RerankModel):
     exit_with_engine = True
-
-
-def exit_replica(why: str, shutdown) -> None:
-    """End this replica's process now: Ray sees the actor die, routes around it at once, and starts
-    a replacement. ``shutdown`` stops the engine processes first, so none outlives the replica."""
-    logger.error("%s: this replica exits so that Ray replaces it", why)
-    try:
-        shutdown()
-    finally:
-        sys.stderr.flush()
-        os._exit(1)
 
 
 def _local_rank() -> int:

@@ -4,7 +4,7 @@ import pytest
 
 from serving.api.errors import Overloaded
 from serving.config import ScalingConfig
-from serving.deployments.router import InFlightLimit
+from serving.deployments.clients import InFlightLimit
 
 
 def test_calls_beyond_running_plus_queued_get_429_with_retry_after():

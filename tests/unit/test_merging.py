@@ -125,7 +125,7 @@ async def test_a_wrong_result_count_is_an_error_not_a_hang():
 ])
 def test_merged_calls_in_flight_leave_autoscaling_its_signal(scaling, per_replica, expected):
     from serving.config import EmbedDeploymentConfig, RouterConfig
-    from serving.deployments.router import merged_calls_in_flight
+    from serving.deployments.clients import merged_calls_in_flight
 
     model = EmbedDeploymentConfig(name="e", placement="deployment", scaling=scaling)
     assert merged_calls_in_flight(model, RouterConfig(merged_embed_calls_per_replica=per_replica)) == expected

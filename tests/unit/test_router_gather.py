@@ -1,4 +1,4 @@
-"""The router's fan-out of chunk calls: one failing chunk cancels the others, a chunk whose replica
+"""The remote model client's fan-out of chunk calls: one failing chunk cancels the others, a chunk whose replica
 or engine died is sent once more and nothing else is (fake handle responses)."""
 
 import asyncio
@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from serving.api.errors import ApiError, Overloaded, Unavailable, ValidationFailed
-from serving.deployments.router import _gather
+from serving.deployments.clients import gather
 from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError, InputTooLongError
 
 
@@ -56,7 +56,7 @@ def test_a_failing_chunk_cancels_the_chunks_still_running():
 
     async def run():
         with pytest.raises(ValidationFailed, match=r"input\[17\]"):
-            await _gather(senders(calls))
+            await gather(senders(calls))
 
     asyncio.run(asyncio.wait_for(run(), 2))
     assert calls[0].finished and not calls[0].cancelled
@@ -66,7 +66,7 @@ def test_a_failing_chunk_cancels_the_chunks_still_running():
 
 def test_all_chunks_succeeding_return_in_order():
     calls = [FakeResponse(0.02), FakeResponse(0.0), FakeResponse(0.01)]
-    assert asyncio.run(_gather(senders(calls))) == [0.02, 0.0, 0.01]
+    assert asyncio.run(gather(senders(calls))) == [0.02, 0.0, 0.01]
 
 
 def actor_died():
@@ -83,7 +83,7 @@ def actor_died():
 def test_a_chunk_whose_replica_died_is_sent_once_more_and_counted(error, reason):
     retried = []
     healthy, dying = Resend(FakeResponse(0.01)), Resend(FakeResponse(0.0, error()), FakeResponse(0.01))
-    results = asyncio.run(_gather([healthy, dying], on_retry=retried.append))
+    results = asyncio.run(gather([healthy, dying], on_retry=retried.append))
     assert results == [0.01, 0.01]
     assert (healthy.sent, dying.sent) == (1, 2) and retried == [reason]
 
@@ -91,14 +91,14 @@ def test_a_chunk_whose_replica_died_is_sent_once_more_and_counted(error, reason)
 def test_a_chunk_is_sent_at_most_twice():
     dying = Resend(FakeResponse(0.0, actor_died()), FakeResponse(0.0, actor_died()), FakeResponse(0.0))
     with pytest.raises(Unavailable):
-        asyncio.run(_gather([dying]))
+        asyncio.run(gather([dying]))
     assert dying.sent == 2
 
 
 def test_a_call_that_was_already_resent_is_not_resent_again():
     dying = Resend(FakeResponse(0.0, actor_died()), FakeResponse(0.0))
     with pytest.raises(Unavailable):
-        asyncio.run(_gather([dying], resend=False))
+        asyncio.run(gather([dying], resend=False))
     assert dying.sent == 1
 
 
@@ -107,7 +107,7 @@ def test_a_call_that_was_already_resent_is_not_resent_again():
 def test_the_requests_own_errors_are_not_resent(error):
     failing = Resend(FakeResponse(0.0, error), FakeResponse(0.0))
     with pytest.raises(ApiError):
-        asyncio.run(_gather([failing]))
+        asyncio.run(gather([failing]))
     assert failing.sent == 1
 
 
@@ -117,5 +117,5 @@ def test_backpressure_is_not_resent():
     failing = Resend(FakeResponse(0.0, BackPressureError(num_queued_requests=1, max_queued_requests=1)),
                      FakeResponse(0.0))
     with pytest.raises(Overloaded):
-        asyncio.run(_gather([failing]))
+        asyncio.run(gather([failing]))
     assert failing.sent == 1
