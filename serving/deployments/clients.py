@@ -48,23 +48,29 @@ class ModelClient(Protocol):
 
 # --- in this process -----------------------------------------------------------------------------
 
-class LocalModels:
-    """The models placed in this ingress replica: started in turn (if one cannot start, the ones
-    already running are stopped before the error propagates), health-checked and stopped together.
-    When an engine dies the replica leaves: it takes no more requests (503, which HAProxy resends to
-    another replica), lets the calls running on its other engines finish, then exits so that Ray
-    replaces it, long before the periodic health check would have noticed."""
+def start_local_models(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One engine per model placed in the ingress, started in turn; if one cannot start, the ones
+    already running are stopped before the error (one line naming the model) propagates."""
+    models: dict[str, Any] = {}
+    try:
+        for name, config in configs.items():
+            models[name] = MODELS[config["kind"]](config)
+    except BaseException:
+        for model in models.values():
+            model.shutdown()
+        raise
+    return models
 
-    def __init__(self, configs: dict[str, dict[str, Any]], app: AppConfig):
-        self.models: dict[str, Any] = {}
-        try:
-            for name, config in configs.items():
-                self.models[name] = MODELS[config["kind"]](config)
-        except BaseException:
-            self.shutdown()
-            raise
-        self.clients = {name: LocalModel(name, model, app.model(name).scaling, self)
-                        for name, model in self.models.items()}
+
+class LocalModels:
+    """The models placed in this ingress replica, health-checked and stopped together. When an
+    engine dies the replica leaves: it takes no more requests (503, which HAProxy resends to another
+    replica), lets the calls running on its other engines finish, then exits so that Ray replaces
+    it, long before the periodic health check would have noticed."""
+
+    def __init__(self, models: dict[str, Any], app: AppConfig):
+        self.models = models
+        self.clients = {name: LocalModel(name, model, app.model(name).scaling, self) for name, model in models.items()}
         self.leaving = False
 
     async def check_health(self) -> None:

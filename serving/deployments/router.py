@@ -15,7 +15,7 @@ from ray import serve
 from serving.api.errors import ModelNotFound, Unavailable, ValidationFailed
 from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelCard, ModelList, RerankRequest, TokenizeRequest
 from serving.config import AppConfig
-from serving.deployments.clients import LocalModels, ModelClient, RemoteModel
+from serving.deployments.clients import LocalModels, ModelClient, RemoteModel, start_local_models
 from serving.engines.truncation import Truncation
 from serving.routing import ModelRequiredError, ModelTable, UnknownModelError
 
@@ -31,7 +31,7 @@ class Router:
 
         self.config = AppConfig.model_validate(config)
         self.metrics = RequestMetrics()
-        self.local = LocalModels(local or {}, self.config)  # the models placed in this replica
+        self.local = LocalModels(start_local_models(local or {}), self.config)  # the models placed in this replica
         # model name -> how to reach it: in this process, or through its deployment's handle
         self.clients: dict[str, ModelClient] = {
             name: RemoteModel(name, handle, self.config, self.metrics.retry) for name, handle in handles.items()}
