@@ -43,40 +43,30 @@ def measurements() -> dict[str, object]:
     return _MEASUREMENTS
 
 
-# `make test` runs two pytest-xdist workers. Each group below runs whole in one worker, so a
-# package's shared app or cluster (package- and session-scoped fixtures) starts once: a package of
-# tests/integration, a module beside them, or tests/unit or tests/helm. Workers take groups in this
-# order, longest first (seconds of the suite run alone, README "Tests"), so that the two end at
-# about the same time; a group not listed goes last.
+# `make test` runs two xdist workers with `--dist loadgroup`: each group below runs whole in one
+# worker, so a package's shared app or cluster (package- and session-scoped fixtures) starts once.
+# A group is a package of tests/integration, a module beside them, or tests/unit or tests/helm.
+# Workers take groups in this order, longest first (seconds of the suite run alone, README "Tests"),
+# so that the two end at about the same time; a group not listed goes last.
 LONGEST_FIRST = ("integration/cluster", "integration/serve", "integration/test_autoscaling.py",
                  "integration/replicas", "integration/test_benchmark_smoke.py", "integration/test_cli.py",
                  "integration/test_serve_cli.py", "integration/test_bulk_cli.py",
                  "integration/test_embed_engine.py", "unit", "integration/test_rerank_engine.py", "helm")
+TESTS = Path(__file__).parent
 
 
-def group_of(nodeid: str) -> str:
-    """``tests/integration/serve/test_fuzz.py::test_x`` -> ``integration/serve``."""
-    parts = nodeid.split("::", 1)[0].split("/")[1:]  # below tests/
+def xdist_group(item: pytest.Item) -> str:
+    parts = Path(item.path).relative_to(TESTS).parts
     return "/".join(parts[:2]) if parts[0] == "integration" else parts[0]
 
 
-def pytest_xdist_make_scheduler(config, log):
-    """xdist's scope scheduling with our groups as scopes. (Its `loadgroup` mode does not group under
-    pytest 9: it renames node ids, and pytest 9 computes them instead.)"""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class GroupScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid)
-
-    config.option.loadscopereorder = False  # keep the collection's order: the workers sort it below
-    return GroupScheduling(config, log)
-
-
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     if "PYTEST_XDIST_WORKER" in os.environ:  # the scheduler takes groups in the workers' collection order
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+        items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
 
 
 def pytest_sessionfinish(session):
