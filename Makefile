@@ -11,10 +11,8 @@ bootstrap:
 serve: bootstrap
 	$(VENV)/bin/qwen3-serve serve --config $(CONFIG) $(ARGS)
 
-# Two pytest-xdist workers, each running whole packages (tests/conftest.py); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
 test: bootstrap
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -ra --durations=25 $(ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=25 $(ARGS)
 
 # The CPU chart's RayService on a local head + two worker nodes started by KubeRay's rules (tests/kuberay.py).
 cluster: bootstrap
