@@ -109,11 +109,60 @@ def start_engine(config: EngineConfig, **extra: Any):
         with tail, scoped_environ(VLLM_CPU_OMP_THREADS_BIND=cores_for_replica(config.cpu_omp_threads_bind),
                                   LD_PRELOAD=cpu_preload(config, vllm_config.device_config.device_type)), \
                 _omp_environ(vllm_config, in_process):
-            return AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
-                            log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
+            engine = AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
+                              log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
     except Exception as exc:
         logger.exception("engine for %s failed to start", config.name)
         raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc
+    watch_for_orphans(engine)
+    return engine
+
+
+# Run by a small process of its own: the engine-core processes to kill are its arguments, its parent
+# is the process that owns them. When that parent is gone, the reaper has a new parent.
+# A pid counts as the same process while its start time (/proc/PID/stat, field 22) is unchanged.
+REAPER = """
+import os, signal, sys, time
+def started(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+owner = os.getppid()
+pids = {int(p): started(int(p)) for p in sys.argv[1:]}
+while any(started(p) == t is not None for p, t in pids.items()):
+    if os.getppid() != owner:
+        for p, t in pids.items():
+            if started(p) == t is not None:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        break
+    time.sleep(1)
+"""
+
+
+def watch_for_orphans(engine: Any) -> None:
+    """Kill the engine-core processes within a second of this process dying without stopping them.
+
+    vLLM stops them from a finaliser, which a process killed outright (SIGKILL, or Ray ending a worker
+    whose raylet died: `os._exit` after its plasma connection failed) never runs, and the engine
+    core does not watch its parent: it would keep its memory and cores forever. The reaper is a bare
+    interpreter (no site, a few MB) that exits with the engine."""
+    import subprocess
+    import sys
+
+    try:
+        pids = [p.pid for p in engine.engine_core.resources.engine_manager.processes]
+    except AttributeError:  # an engine-core layout without processes of ours (none on CPU and one GPU)
+        return
+    if not pids:
+        return
+    # Not waited for: it exits within a second of the engine core (subprocess reaps it later).
+    subprocess.Popen([sys.executable, "-S", "-c", REAPER, *map(str, pids)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
 
 
 def _run_cpu_worker_in_engine_core(config: EngineConfig, vllm_config: Any) -> bool:
