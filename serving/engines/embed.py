@@ -8,8 +8,8 @@ normalisation; MRL dimensions are truncated and re-normalised by vLLM (the confi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ from serving.config import EmbedModelConfig
 from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
 from serving.engines.errors import EngineInputError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
+from serving.engines.timing import EngineStats, StageClock, StageTimes
 from serving.engines.truncation import DEFAULT, Truncation
 
 InputType = Literal["query", "document"]
@@ -27,6 +28,7 @@ InputType = Literal["query", "document"]
 class EmbedResult:
     embeddings: np.ndarray  # float32, shape (n_inputs, dimensions), rows L2-normalised unless asked not to
     prompt_tokens: int  # tokens the model read, for usage accounting
+    times: StageTimes = field(default_factory=StageTimes)  # where the call's time went
 
 
 def check_dimensions(config: EmbedModelConfig, hidden_size: int, dimensions: int | None) -> None:
@@ -103,10 +105,13 @@ class EmbedInputs:
 
 
 class EmbedEngine(OwnsEngine):
-    def __init__(self, config: EmbedModelConfig):
+    def __init__(self, config: EmbedModelConfig, on_step: Callable[[Any, Any], None] | None = None):
+        """``on_step(scheduler_stats, iteration_stats)``: called with vLLM's stats after every engine step."""
         self.config = config
+        self.stats = EngineStats(on_step)
         self._engine = start_engine(
             config,
+            self.stats,
             runner="pooling",
             # Qwen3-Embedding reads the hidden state of the final (EOS) token, then L2-normalises.
             pooler_config={"pooling_type": "LAST", "use_activation": True},
@@ -127,25 +132,31 @@ class EmbedEngine(OwnsEngine):
 
         ``normalize=False`` returns the pooled hidden state as is (vLLM's ``use_activation: false``).
         """
+        clock = StageClock()
         self.inputs.check_dimensions(dimensions)
         token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction,
                                          first_index=first_index, truncation=truncation)
-        return await self.embed_token_ids(token_ids, dimensions=dimensions, normalize=normalize)
+        return await self.embed_token_ids(token_ids, dimensions=dimensions, normalize=normalize, clock=clock)
 
     async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None,
-                              normalize: bool = True) -> EmbedResult:
+                              normalize: bool = True, clock: StageClock | None = None) -> EmbedResult:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
         params = PoolingParams(task="embed", dimensions=dimensions, use_activation=bool(normalize))
+        clock = clock or StageClock()
+        clock.tokenized()
 
         async def one(ids: list[int]) -> np.ndarray:
-            stream = self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, new_request_id("embed"))
-            return (await final_output(stream)).outputs.data.float().numpy()
+            request_id = new_request_id("embed")
+            out = await final_output(self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id))
+            clock.output_arrived()
+            clock.queued(await self.stats.queue_time(request_id))
+            return out.outputs.data.float().numpy()
 
         vectors = await asyncio.gather(*(one(ids) for ids in token_ids))
         return EmbedResult(embeddings=np.stack(vectors).astype(np.float32, copy=False),
-                           prompt_tokens=sum(len(ids) for ids in token_ids))
+                           prompt_tokens=sum(len(ids) for ids in token_ids), times=clock.times(len(token_ids)))
 
 
 def _is_token_lists(inputs: Any) -> bool:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from serving.config import RerankModelConfig
 from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
 from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
+from serving.engines.timing import EngineStats, StageClock, StageTimes
 from serving.engines.truncation import DEFAULT, Truncation
 
 
@@ -25,6 +26,7 @@ class RerankResult:
     scores: list[float]  # relevance in [0, 1] (or raw logits yes - no), in input order
     prompt_tokens: int  # tokens the model read, for usage accounting
     cached_tokens: int  # of those, tokens served from vLLM's prefix cache
+    times: StageTimes = field(default_factory=StageTimes)  # where the call's time went
 
 
 class RerankPrompts:
@@ -110,10 +112,13 @@ class RerankPrompts:
 
 
 class RerankEngine(OwnsEngine):
-    def __init__(self, config: RerankModelConfig):
+    def __init__(self, config: RerankModelConfig, on_step: Callable[[Any, Any], None] | None = None):
+        """``on_step(scheduler_stats, iteration_stats)``: called with vLLM's stats after every engine step."""
         self.config = config
+        self.stats = EngineStats(on_step)
         self._engine = start_engine(
             config,
+            self.stats,
             enable_prefix_caching=config.enable_prefix_caching,
             # By default vLLM reports logprobs of the raw logits, before allowed_token_ids masks
             # them, so yes/no can fall outside the returned top-k. Processed logprobs are the
@@ -129,27 +134,34 @@ class RerankEngine(OwnsEngine):
                      truncation: Truncation = DEFAULT, raw_scores: bool = False) -> RerankResult:
         """Scores in input order: p(yes) in [0, 1], or with ``raw_scores`` the logit before the sigmoid,
         logp(yes) - logp(no) (what a sequence-classification reranker reports without activation)."""
+        clock = StageClock()
         prompts = self.prompts.build(query, documents, instruction, max_tokens_per_doc, max_tokens_per_query,
                                      truncation)
-        return await self.score_token_ids(prompts, raw_scores=raw_scores)
+        return await self.score_token_ids(prompts, raw_scores=raw_scores, clock=clock)
 
-    async def score_token_ids(self, prompts: Sequence[list[int]], *, raw_scores: bool = False) -> RerankResult:
+    async def score_token_ids(self, prompts: Sequence[list[int]], *, raw_scores: bool = False,
+                              clock: StageClock | None = None) -> RerankResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2, detokenize=False,
                                 allowed_token_ids=[self.prompts.yes_id, self.prompts.no_id])
 
+        clock = clock or StageClock()
+        clock.tokenized()
+
         async def one(ids: list[int]) -> tuple[float, int]:
-            out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params,
-                                                           new_request_id("rerank")))
+            request_id = new_request_id("rerank")
+            out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id))
+            clock.output_arrived()
+            clock.queued(await self.stats.queue_time(request_id))
             return self._score(out.outputs[0].logprobs[0], raw_scores), out.num_cached_tokens or 0
 
         # All pairs go in at once: vLLM shares the prefix blocks even within one step.
         results = await asyncio.gather(*(one(p) for p in prompts))
         return RerankResult(scores=[s for s, _ in results],
                             prompt_tokens=sum(len(p) for p in prompts),
-                            cached_tokens=sum(c for _, c in results))
+                            cached_tokens=sum(c for _, c in results), times=clock.times(len(prompts)))
 
     def _score(self, logprobs: dict, raw: bool = False) -> float:
         try:

@@ -84,8 +84,9 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def start_engine(config: EngineConfig, **extra: Any):
+def start_engine(config: EngineConfig, stats: Any = None, **extra: Any):
     """Start an AsyncLLM, or raise EngineStartupError naming the model and the cause in one line.
+    ``stats``: a vLLM stat logger of ours (`serving.engines.timing.EngineStats`), or None.
 
     The config is built here, in this process, so bad paths, unsupported architectures and a
     max_model_len beyond the checkpoint fail at once; what fails later in vLLM's engine-core
@@ -110,7 +111,8 @@ def start_engine(config: EngineConfig, **extra: Any):
                                   LD_PRELOAD=cpu_preload(config, vllm_config.device_config.device_type)), \
                 _omp_environ(vllm_config, in_process):
             engine = AsyncLLM(vllm_config=vllm_config, executor_class=Executor.get_class(vllm_config),
-                              log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats)
+                              log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats,
+                              stat_loggers=[stats.factory] if stats is not None else None)
     except Exception as exc:
         logger.exception("engine for %s failed to start", config.name)
         raise EngineStartupError(config.name, tail.cause() or summarize(exc), config.model) from exc

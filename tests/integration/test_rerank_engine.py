@@ -41,6 +41,15 @@ async def test_scores_are_exact_when_yes_and_no_are_outside_the_raw_top_20(reran
     assert max_diff(result.scores, reference_reranker.rerank(query, DOCUMENTS)) <= TOLERANCE
 
 
+async def test_a_calls_stage_times_come_from_the_engine(rerank_engine):
+    times = (await rerank_engine.rerank(QUERIES[0], DOCUMENTS)).times
+    assert times.inputs == len(DOCUMENTS)
+    assert times.tokenize_s > 0 and times.queue_s > 0 and times.inference_s > 0
+    per_input = times.per_input()
+    assert per_input["queue"] + per_input["inference"] <= times.model_s - times.tokenize_s
+    assert rerank_engine.stats.queued == {} and rerank_engine.stats.waiting == {}
+
+
 async def test_scores_spread_across_documents(rerank_engine):
     scores = (await rerank_engine.rerank(QUERIES[1], DOCUMENTS)).scores
     assert all(0.0 < s < 1.0 for s in scores) and max(scores) - min(scores) > 0.01
