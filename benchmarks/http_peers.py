@@ -66,8 +66,8 @@ class Peer:
 
 
 def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int, settings: EngineSettings,
-                    replicas: int = 1, http: dict[str, Any] | None = None, placement: str = "ingress"
-                    ) -> dict[str, Any]:
+                    replicas: int = 1, http: dict[str, Any] | None = None, placement: str = "ingress",
+                    router: dict[str, Any] | None = None) -> dict[str, Any]:
     """Our app on the benchmark's checkpoints. ``placement: ingress`` (the default): the engines live
     in the ingress replicas, whose count is ``router.num_replicas``; ``deployment``: each model is a
     deployment of its own behind the router."""
@@ -87,6 +87,8 @@ def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int,
               "fallback_to_tiny_models": False}
     if placement == "ingress" and replicas > 1:
         config["router"] = {"num_replicas": replicas}
+    if router:
+        config["router"] = config.get("router", {}) | router
     return config
 
 
@@ -95,10 +97,11 @@ def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int,
 ROUTED_HTTP = {"ingress": "proxy", "throughput_optimized": False}
 
 
-def _ours(replicas: int, http: dict[str, Any] | None = None, placement: str = "ingress") -> Callable[..., Launch]:
+def _ours(replicas: int, http: dict[str, Any] | None = None, placement: str = "ingress",
+          router: dict[str, Any] | None = None) -> Callable[..., Launch]:
     def launch(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path,
                settings: EngineSettings) -> Launch:
-        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http, placement))
+        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http, placement, router))
         # RAY_ADDRESS=local: a private Ray instance, never a cluster someone else started on this machine.
         return Launch([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
                       {"RAY_ADDRESS": "local"}, f"http://127.0.0.1:{port}/ready", {"app.yaml": config})
@@ -213,13 +216,18 @@ PEERS: dict[str, Peer] = {
                     "ST config) behind a stdlib HTTP server, one encode at a time, own venv",
                unsupported={"rerank": "sentence-transformers has no Qwen3-Reranker (yes/no logit) scorer; "
                                       "the reranker reference is the in-process transformers loop of engine_bench"}),
+    "ours-nometrics": Peer("ours-nometrics", ("embed", "rerank"), _ours(1, router={"request_metrics": False}),
+                           _OPENAI, _PATHS, multi_model=True,
+                           note="ours with router.request_metrics false: no per-request series recorded (what "
+                                "recording them costs is ours against this)"),
     "ours-2replicas": Peer("ours-2replicas", ("embed",), _ours(2), _OPENAI, _PATHS,
                            note="ours with router.num_replicas 2 (two ingress replicas, one engine each), each "
                                 "engine bound to a core of its own (cpu_omp_threads_bind [\"0\", \"1\"])"),
 }
 # Not a server: EmbedEngine / RerankEngine driven in-process (benchmarks.inprocess), the ceiling.
 INPROCESS = "inprocess"
-ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas")  # goals: the first three
+# goals: the first three
+ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas", "ours-nometrics")
 
 
 def prepare(peer: Peer) -> None:

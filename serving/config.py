@@ -258,6 +258,12 @@ class RouterConfig(_Strict):
                              "`target_ongoing_requests` per replica, so replicas still see their target load. "
                              "0: every request is its own call.")
 
+    request_metrics: bool = Field(
+        True, description="Record each request's series in /metrics (`ray_qwen3_requests_total`, `_errors_total`, "
+                          "`_input_tokens_total`, `_request_duration_seconds`, `_request_stage_duration_seconds`): "
+                          "a few microseconds of the ingress's CPU per request. Off: none of them is recorded; "
+                          "TEI's timing headers, traces, the engines' step series and resent calls still are.")
+
     @model_validator(mode="after")
     def _check_range(self) -> RouterConfig:
         if self.autoscaling and self.min_replicas > self.max_replicas:

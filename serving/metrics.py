@@ -3,14 +3,17 @@ on a node into one Prometheus endpoint (a per-process prometheus_client registry
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-
-LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+# Seconds: from a tenth of a millisecond (a stage such as tokenizing one query) to half a minute.
+SECONDS_BOUNDARIES = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                      5, 10, 30]
+STEP_REQUESTS_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+STEP_TOKENS_BOUNDARIES = [16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768]
 METRIC_PREFIXES = ("ray_qwen3_", "ray_serve_")
 
 
 class RequestMetrics:
+    """The ingress's series, recorded once per answered request from its `RequestClock`."""
+
     def __init__(self):
         from ray.util.metrics import Counter, Histogram
 
@@ -22,32 +25,72 @@ class RequestMetrics:
         self.input_tokens = Counter("qwen3_input_tokens", "Input tokens processed.", tag_keys=tags)
         self.retries = Counter("qwen3_retries", "Calls sent again because their model replica or engine died.",
                                tag_keys=("model", "reason"))
-        self.latency_ms = Histogram("qwen3_request_latency_ms", "End-to-end request latency in milliseconds.",
-                                    boundaries=LATENCY_BOUNDARIES_MS, tag_keys=tags)
+        self.duration = Histogram("qwen3_request_duration_seconds",
+                                  "Time from a request's arrival to its response's first byte.",
+                                  boundaries=SECONDS_BOUNDARIES, tag_keys=tags)
+        self.stage_duration = Histogram(
+            "qwen3_request_stage_duration_seconds",
+            "Time of embed and rerank requests by stage: ingress, dispatch, tokenize, queue, inference, serialize "
+            "(model stages per input, as TEI reports a batch).",
+            boundaries=SECONDS_BOUNDARIES, tag_keys=(*tags, "stage"))
+        # Exact sums: Ray computes a histogram's `_sum` from its buckets' midpoints, so mean times
+        # (rate of seconds / rate of requests) come from these counters.
+        self.seconds = Counter("qwen3_request_time_seconds", "Summed time from arrival to first byte (exact).",
+                               tag_keys=tags)
+        self.stage_seconds = Counter("qwen3_request_stage_time_seconds", "Summed time by stage (exact), as "
+                                     "qwen3_request_stage_duration_seconds.", tag_keys=(*tags, "stage"))
 
-    @contextmanager
-    def track(self, endpoint: str):
-        """Yields a dict the handler fills with `model` and `tokens`; records status and latency."""
-        record = {"model": "unknown", "tokens": 0, "status": 200, "code": None}
-        start = time.perf_counter()
-        try:
-            yield record
-        except Exception as exc:
-            record["status"] = getattr(exc, "status_code", 500)
-            record["code"] = getattr(exc, "code", "internal_error")
-            raise
-        finally:
-            tags = {"model": record["model"], "endpoint": endpoint}
-            self.requests.inc(tags={**tags, "status": str(record["status"])})
-            if record["code"]:
-                self.errors.inc(tags={**tags, "code": record["code"]})
-            if record["tokens"]:
-                self.input_tokens.inc(record["tokens"], tags=tags)
-            self.latency_ms.observe((time.perf_counter() - start) * 1000, tags=tags)
-
+    def record(self, clock) -> None:
+        """One answered request (a `serving.api.timing.RequestClock`)."""
+        tags = {"model": clock.model, "endpoint": clock.endpoint}
+        self.requests.inc(tags={**tags, "status": str(clock.status)})
+        if clock.code and clock.status >= 400:
+            self.errors.inc(tags={**tags, "code": clock.code})
+        if clock.tokens:
+            self.input_tokens.inc(clock.tokens, tags=tags)
+        self.duration.observe(clock.total_s, tags=tags)
+        self.seconds.inc(clock.total_s, tags=tags)
+        for stage, seconds in clock.stages.items():
+            stage_tags = {**tags, "stage": stage}
+            self.stage_duration.observe(seconds, tags=stage_tags)
+            if seconds > 0:  # Ray's counters take positive increments only
+                self.stage_seconds.inc(seconds, tags=stage_tags)
 
     def retry(self, model: str, reason: str) -> None:
         self.retries.inc(tags={"model": model, "reason": reason})
+
+
+class EngineMetrics:
+    """One engine's steps, as vLLM reports them to its stat loggers (`serving.engines.timing.EngineStats`)."""
+
+    def __init__(self, model: str):
+        from ray.util.metrics import Gauge, Histogram
+
+        tags = {"model": model}
+        self.step_requests = Histogram("qwen3_engine_step_requests", "Requests an engine step finished.",
+                                       boundaries=STEP_REQUESTS_BOUNDARIES, tag_keys=("model",))
+        self.step_tokens = Histogram("qwen3_engine_step_tokens", "Tokens an engine step computed (prompt and generated).",
+                                     boundaries=STEP_TOKENS_BOUNDARIES, tag_keys=("model",))
+        self.waiting = Gauge("qwen3_engine_requests_waiting", "Requests in the engine's queue (vLLM's scheduler).",
+                             tag_keys=("model",))
+        self.running = Gauge("qwen3_engine_requests_running", "Requests the engine is running.", tag_keys=("model",))
+        for metric in (self.step_requests, self.step_tokens, self.waiting, self.running):
+            metric.set_default_tags(tags)
+        self._queue = (-1, -1)
+
+    def record(self, scheduler_stats, iteration_stats) -> None:
+        if iteration_stats is not None:
+            if iteration_stats.finished_requests:
+                self.step_requests.observe(len(iteration_stats.finished_requests))
+            tokens = iteration_stats.num_prompt_tokens + iteration_stats.num_generation_tokens
+            if tokens:
+                self.step_tokens.observe(tokens)
+        if scheduler_stats is not None:
+            queue = (scheduler_stats.num_waiting_reqs, scheduler_stats.num_running_reqs)
+            if queue != self._queue:  # a gauge is a value, not an event: set it when it changes
+                self._queue = queue
+                self.waiting.set(queue[0])
+                self.running.set(queue[1])
 
 
 def filter_exposition(text: str) -> str:

@@ -15,14 +15,17 @@ from tests.net import wait_ready
 
 
 @contextmanager
-def running_app(config, sources: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
-    """Start Ray, Serve and the app built from ``config``; yield its base URL once /ready is 200."""
+def running_app(config, sources: dict[str, dict[str, Any]] | None = None,
+                env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start Ray, Serve and the app built from ``config``; yield its base URL once /ready is 200.
+    ``env``: variables for the app's processes (as a user exports them before starting it), not
+    for this one."""
     import ray
     from ray import serve
 
     from serving.deployments.app import APP_NAME, build_app
 
-    env = local_ray_serve_env(config.http)
+    env = local_ray_serve_env(config.http) | (env or {})
     with scoped_environ(**env):
         # Logical CPUs: the deployments' reservations are bookkeeping; the engines share both cores.
         ray.init(num_cpus=8, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})

@@ -1,4 +1,4 @@
-"""The steps every route shares, whatever its dialect: track -> check limits -> router -> result.
+"""The steps every route shares, whatever its dialect: clock -> check limits -> router -> result.
 
 A dialect's route converts its request to an `EmbeddingRequest` / `RerankRequest`, runs it through
 here, and converts the result back. The `ApiService` (the router deployment) never learns which
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from serving.api.errors import ApiError, RequestTooLarge, ValidationFailed
 from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelList, RerankRequest, TokenizeRequest
+from serving.api.timing import RequestClock, clock_of
 from serving.config import AppConfig, LimitsConfig
 from serving.quantization import CalibrationError, Quantizer
 
@@ -29,14 +30,17 @@ RequestT = TypeVar("RequestT", bound=BaseModel)
 class ApiService(Protocol):
     config: AppConfig
 
-    async def embed(self, request: EmbeddingRequest, routing_key: str) -> tuple[str, np.ndarray, int]: ...
-    async def rerank(self, request: RerankRequest, routing_key: str) -> tuple[str, list[float], int]: ...
+    # The model calls time themselves on the request's clock (`RequestClock.call_model`).
+    async def embed(self, request: EmbeddingRequest, routing_key: str,
+                    clock: RequestClock) -> tuple[str, np.ndarray, int]: ...
+    async def rerank(self, request: RerankRequest, routing_key: str,
+                     clock: RequestClock) -> tuple[str, list[float], int]: ...
     async def tokenize(self, request: TokenizeRequest, routing_key: str) -> tuple[str, list]: ...
     async def decode(self, request: DecodeRequest, routing_key: str) -> tuple[str, list[str]]: ...
     async def models(self) -> ModelList: ...
     async def readiness(self) -> dict[str, str]: ...
     async def metrics_text(self) -> str: ...
-    def track(self, endpoint: str): ...
+    def record(self, clock: RequestClock) -> None: ...  # the request's metrics, once it is answered
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,13 @@ class Pipeline:
         return model if model in self._known else "unknown"  # clients must not grow label sets
 
     async def embed(self, body: EmbeddingRequest, request: Request, endpoint: str = "embeddings") -> Embedded:
-        with self.service.track(endpoint) as record:
-            record["model"] = self._label(body.model)
-            check_embed_limits(body.inputs(), self.config.limits)
-            model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id))
-            record["model"], record["tokens"] = self._label(model), tokens
+        clock = clock_of(request.scope)
+        with clock.track(endpoint, self._label(body.model)):
+            inputs = body.inputs()
+            check_embed_limits(inputs, self.config.limits)
+            clock.inputs, clock.chars, clock.dimensions = len(inputs), _chars(inputs), body.dimensions
+            model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id), clock)
+            clock.model, clock.tokens = self._label(model), tokens
             return Embedded(model, vectors, tokens)
 
     def quantize(self, result: Embedded, embedding_type: str, dimensions: int | None) -> np.ndarray:
@@ -89,32 +95,38 @@ class Pipeline:
 
     async def rerank_many(self, bodies: list[RerankRequest], request: Request, endpoint: str) -> list[Scored]:
         """Several rerank requests (one per query) as one API request: one metrics record, concurrent calls."""
-        with self.service.track(endpoint) as record:
-            record["model"] = self._label(bodies[0].model)
+        clock = clock_of(request.scope)
+        with clock.track(endpoint, self._label(bodies[0].model)):
             for body in bodies:
                 check_rerank_limits(body.query, body.texts(), body.instruction, self.config.limits)
+            clock.inputs = sum(len(body.texts()) for body in bodies)
+            clock.chars = sum(len(body.query) * len(body.texts()) + _chars(body.texts()) for body in bodies)
             key = routing_key(request, bodies[0].request_id)  # one key: an alias sends every part to one model
-            answers = await asyncio.gather(*(self.service.rerank(body, key) for body in bodies))
-            tokens = sum(t for _, _, t in answers)
-            record["model"], record["tokens"] = self._label(answers[0][0]), tokens
+            answers = await asyncio.gather(*(self.service.rerank(body, key, clock) for body in bodies))
+            clock.model, clock.tokens = self._label(answers[0][0]), sum(t for _, _, t in answers)
             return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
 
     async def tokenize(self, body: TokenizeRequest, request: Request, endpoint: str = "tokenize") -> list:
         """`serving.engines.base.Tokens` per text, in order."""
-        with self.service.track(endpoint) as record:
-            record["model"] = self._label(body.model)
+        clock = clock_of(request.scope)
+        with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.texts, self.config.limits)
             model, tokens = await self.service.tokenize(body, routing_key(request))
-            record["model"] = self._label(model)
+            clock.model = self._label(model)
             return tokens
 
     async def decode(self, body: DecodeRequest, request: Request, endpoint: str = "decode") -> list[str]:
-        with self.service.track(endpoint) as record:
-            record["model"] = self._label(body.model)
+        clock = clock_of(request.scope)
+        with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.ids, self.config.limits)
             model, texts = await self.service.decode(body, routing_key(request))
-            record["model"] = self._label(model)
+            clock.model = self._label(model)
             return texts
+
+
+def _chars(inputs: list) -> int:
+    """Characters of the text inputs (TEI's `x-compute-characters`); token-id inputs have none."""
+    return sum(len(item) for item in inputs if isinstance(item, str))
 
 
 def to_internal(schema: type[RequestT], /, **fields) -> RequestT:

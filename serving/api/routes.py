@@ -7,6 +7,7 @@ The routes know an `ApiService` (the router deployment), never Ray or vLLM direc
 
 from __future__ import annotations
 
+import functools
 import hmac
 
 from fastapi import Depends, FastAPI, Response
@@ -18,6 +19,8 @@ from serving.api.errors import Unauthorized, install_error_handlers
 from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
 from serving.api.pipeline import ApiService, Pipeline
 from serving.api.protocol import ErrorResponse, ModelList, ReadyResponse
+from serving.api.timing import RequestTimer
+from serving.api.tracing import record_spans, tracer_from_env
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})  # never auth'd, never turned away when busy
 
@@ -34,10 +37,14 @@ def build_api(service: ApiService) -> FastAPI:
     config = service.config
     app = FastAPI(title="Qwen3 embedding & rerank API", version="1")
     install_error_handlers(app)
-    # Outermost first: the body limit applies before a request counts towards the concurrency limit.
+    # Each added middleware wraps the ones before it: the clock starts first, then the body limit
+    # applies before a request counts towards the concurrency limit.
     app.add_middleware(ConcurrencyLimit, max_ongoing=config.router.max_ongoing_requests,
                        retry_after_s=config.router.retry_after_s, exempt_paths=PROBES)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.body_limit_bytes)
+    tracer = tracer_from_env()
+    app.add_middleware(RequestTimer, on_response=service.record,
+                       on_sent=functools.partial(record_spans, tracer) if tracer is not None else None)
     keys = [k.get_secret_value() for k in config.api_keys]
     authorise = _bearer_auth(keys)
     auth_errors = (401,) if keys else ()

@@ -29,6 +29,7 @@ from serving.deployments.lifecycle import ANSWER_FLUSH_S, ENGINE_REPLICA_OPTIONS
 from serving.deployments.model_servers import MODELS
 from serving.engines.embed import EmbedResult
 from serving.engines.errors import EngineDiedError, EngineInputError, EngineUnavailableError, InputTooLongError
+from serving.engines.timing import StageTimes
 from serving.merging import CallMerger, QueueFull
 from serving.routing import chunks
 
@@ -184,7 +185,8 @@ class RemoteModel:
         results = await gather([lambda start=start, part=part: self.handle.embed.remote(part, first_index=start,
                                                                                          **options)
                                 for start, part in chunks(inputs, self.chunk_size)], on_retry=self.on_retry)
-        return EmbedResult(np.concatenate([r.embeddings for r in results]), sum(r.prompt_tokens for r in results))
+        return EmbedResult(np.concatenate([r.embeddings for r in results]), sum(r.prompt_tokens for r in results),
+                           sum((r.times for r in results), StageTimes()))
 
     async def _merged_embed(self, inputs: list, options: dict[str, Any]) -> EmbedResult:
         """A small request shares a handle call with its concurrent neighbours."""

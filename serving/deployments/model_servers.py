@@ -13,6 +13,7 @@ from serving.config import EmbedDeploymentConfig, RerankDeploymentConfig
 from serving.deployments.lifecycle import exit_replica
 from serving.engines.errors import EngineDiedError
 from serving.engines.truncation import DEFAULT, Truncation
+from serving.metrics import EngineMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class EmbedModel(_EngineModel):
         from serving.engines.embed import EmbedEngine
 
         self.config = EmbedDeploymentConfig.model_validate(config)
-        self.engine = EmbedEngine(self.engine_config(self.config))
+        self.engine = EmbedEngine(self.engine_config(self.config), on_step=EngineMetrics(self.config.name).record)
 
     async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
@@ -104,7 +105,7 @@ class RerankModel(_EngineModel):
         from serving.engines.rerank import RerankEngine
 
         self.config = RerankDeploymentConfig.model_validate(config)
-        self.engine = RerankEngine(self.engine_config(self.config))
+        self.engine = RerankEngine(self.engine_config(self.config), on_step=EngineMetrics(self.config.name).record)
 
     async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,

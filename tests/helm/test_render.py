@@ -3,6 +3,7 @@ CRDs, Kubernetes' own schemas, Ray Serve's and our app config's schemas, names, 
 
 from __future__ import annotations
 
+import json
 import re
 
 import helm_python as helm
@@ -85,6 +86,29 @@ def test_pod_monitor_scrapes_the_metrics_port_of_every_ray_pod():
         assert selector.items() <= template["metadata"]["labels"].items()
         assert port in {p["name"] for p in template["spec"]["containers"][0]["ports"]}
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_grafana_dashboard_ships_as_a_configmap_for_the_sidecar_when_enabled():
+    def dashboards(values):
+        return [d for d in of_kind(objects(values), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+
+    (config_map,) = dashboards(load_values(CHART / "ci" / "gpu-0.6b-values.yaml"))
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(config_map["data"]["qwen3-serving.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "qwen3-serving.json").read_text())
+    assert dashboards(None) == []  # off by default
+
+
+def test_dashboard_panels_cover_rate_stages_tokens_queues_replicas_and_retries():
+    dashboard = json.loads((CHART / "dashboards" / "qwen3-serving.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    for needed in ("sum by (status) (rate(ray_qwen3_requests_total",
+                   "histogram_quantile(0.5, sum by (le, stage) (rate(ray_qwen3_request_stage_duration_seconds_bucket",
+                   "histogram_quantile(0.99, sum by (le, stage) (rate(ray_qwen3_request_stage_duration_seconds_bucket",
+                   "rate(ray_qwen3_input_tokens_total", "ray_qwen3_engine_requests_waiting",
+                   "ray_serve_deployment_replica_healthy", "rate(ray_qwen3_retries_total"):
+        assert needed in exprs, needed
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 def _serve_config(service: dict) -> dict:

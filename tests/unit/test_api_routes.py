@@ -2,7 +2,6 @@
 Claims about vectors and scores are tested on the real stack in tests/integration/serve."""
 
 import base64
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -21,14 +20,14 @@ class FakeService:
         self.calls = []
         self.tracked = []
 
-    async def embed(self, request, routing_key):
+    async def embed(self, request, routing_key, clock=None):
         if request.model != "e":
             raise ModelNotFound(f"model {request.model!r} not found")
         n = len(request.inputs())
         self.calls.append(request)
         return "e", np.arange(n * 4, dtype=np.float32).reshape(n, 4), 7 * n
 
-    async def rerank(self, request, routing_key):
+    async def rerank(self, request, routing_key, clock=None):
         self.calls.append(request)
         return "r", [0.1, 0.9, 0.5][: len(request.documents)], 30
 
@@ -41,11 +40,8 @@ class FakeService:
     async def metrics_text(self):
         return "ray_qwen3_requests_total 1\n"
 
-    @contextmanager
-    def track(self, endpoint):
-        record = {}
-        self.tracked.append(record)
-        yield record
+    def record(self, clock):
+        self.tracked.append(clock)
 
 
 def client(**config) -> TestClient:
@@ -65,7 +61,7 @@ def test_float_vectors_read_back_as_the_same_float32():
     vectors = np.random.default_rng(0).standard_normal((3, 257)).astype(np.float32)
     vectors[0, :4] = [1e-38, -3.4e38, 0.1, 1 / 3]
 
-    async def embed(request, routing_key):
+    async def embed(request, routing_key, clock=None):
         return "e", vectors, 9
 
     service.embed = embed
@@ -139,7 +135,7 @@ def test_unready_models_make_ready_503():
 
 def test_unexpected_errors_are_500_without_traceback():
     class Broken(FakeService):
-        async def embed(self, request, routing_key):
+        async def embed(self, request, routing_key, clock=None):
             raise RuntimeError("secret internal detail")
 
     response = TestClient(build_api(Broken()), raise_server_exceptions=False).post(
@@ -153,4 +149,4 @@ def test_metric_labels_are_only_configured_model_names():
     c = TestClient(build_api(service))
     c.post("/v1/embeddings", json={"model": "e", "input": "a"})
     c.post("/v1/embeddings", json={"model": "random-name-123", "input": "a"})
-    assert [r["model"] for r in service.tracked] == ["e", "unknown"]
+    assert [clock.model for clock in service.tracked] == ["e", "unknown"]

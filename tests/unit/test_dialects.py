@@ -2,7 +2,6 @@
 request the router sees, and back to its own response shape. Vectors and scores are checked
 against the reference on the real stack in tests/integration/serve/test_clients.py."""
 
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -34,14 +33,14 @@ class ResolvingService:
     def _resolve(self, name, kind, key):
         return resolve_model(self.table, name, kind, key)
 
-    async def embed(self, request, routing_key):
+    async def embed(self, request, routing_key, clock=None):
         name = self._resolve(request.model, "embed", routing_key)
         self.calls.append(request)
         self.keys.append(routing_key)
         n = len(request.inputs())
         return name, np.arange(n * 4, dtype=np.float32).reshape(n, 4), 5 * n
 
-    async def rerank(self, request, routing_key):
+    async def rerank(self, request, routing_key, clock=None):
         name = self._resolve(request.model, "rerank", routing_key)
         self.calls.append(request)
         # Scores that depend on the pair, so reassembly order is visible.
@@ -75,9 +74,8 @@ class ResolvingService:
     async def metrics_text(self):
         return ""
 
-    @contextmanager
-    def track(self, endpoint):
-        yield {}
+    def record(self, clock):
+        pass
 
 
 def serve(models=ONE_EMBED, tokenizer=None) -> tuple[TestClient, ResolvingService]:
@@ -457,7 +455,7 @@ def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
 class UnitVectorService(ResolvingService):
     """L2-normalised vectors `dimensions` wide (16 when unset), as an engine returns them."""
 
-    async def embed(self, request, routing_key):
+    async def embed(self, request, routing_key, clock=None):
         name, _, tokens = await super().embed(request, routing_key)
         return name, unit_vectors(len(request.inputs()), request.dimensions or 16), tokens
 

@@ -7,9 +7,11 @@ After each kill the test waits for Ray's replacement, so every test starts with 
 import glob
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -153,6 +155,28 @@ def test_engine_death_in_a_model_deployment_replica_loses_nothing(replicas_app, 
     before = retries(replicas_app)
     kill_under_load(replicas_app, DEPLOYED, DEPLOYED, engine_core, measurements, label)
     assert retried_since(replicas_app, before, measurements, label), "no resent call was counted"
+
+
+def test_every_series_of_the_grafana_dashboard_is_in_the_apps_metrics(replicas_app):
+    """The chart's dashboard (helm/qwen3-serving/dashboards/) against this live app's /metrics. Runs
+    here: the counters of resent calls exist once the kills above made some, and the ingress
+    replicas that counted them are still alive."""
+    assert httpx.post(f"{replicas_app}/v1/embeddings", json={"model": "nope", "input": "a"},
+                      timeout=30).status_code == 404  # an error, for the errors panel
+    wanted = dashboard_series()
+
+    def exported() -> set[str]:
+        text = httpx.get(f"{replicas_app}/metrics", timeout=30).text
+        return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")}
+
+    wait_for(lambda: wanted <= exported(), 60, 1)
+    assert wanted - exported() == set()
+
+
+def dashboard_series() -> set[str]:
+    dashboard = json.loads((Path(__file__).parents[3] / "helm/qwen3-serving/dashboards/qwen3-serving.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return {name for expr in exprs for name in re.findall(r"\bray_[a-z0-9_]+", expr)}
 
 
 def test_engine_death_in_an_ingress_replica_loses_nothing(replicas_app, measurements):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from serving.ports import reserve_port
+from tests.otlp import GrpcReceiver
 from tests.serve_app import running_app
 
 API_KEY = "test-key-123"
@@ -77,9 +78,20 @@ def app_config_obj(tiny_models, calibration_file):
 
 
 @pytest.fixture(scope="package")
-def base_url(app_config_obj):
+def otlp_receiver():
+    """Where the app sends its traces (OTLP over gRPC), for the whole package."""
+    with GrpcReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="package")
+def base_url(app_config_obj, otlp_receiver):
     config = app_config_obj
-    with running_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}}) as url:
+    # Tracing on, as a user turns it on: the standard OTLP variables in the app's environment.
+    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+               "OTEL_BSP_SCHEDULE_DELAY": "500"}
+    with running_app(config, {"tiny-embed": {"source": config.models[0].engine.model, "fallback": True}},
+                     env=tracing) as url:
         yield url
 
 

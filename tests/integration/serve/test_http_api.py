@@ -167,7 +167,7 @@ def test_metrics_count_requests_tokens_and_latency(base_url, openai_client):
             break
         time.sleep(2)
     assert 'ray_qwen3_requests_total{' in text and 'endpoint="embeddings"' in text
-    assert "ray_qwen3_request_latency_ms_bucket" in text
+    assert "ray_qwen3_request_duration_seconds_bucket" in text
     assert "ray_qwen3_input_tokens_total" in text
 
 
