@@ -69,6 +69,7 @@ for i, argv in enumerate(plan):
     bench.add_cli_args(parser)
     try:
         bench.main(parser.parse_args(argv))
+        print(f"=== point {i} written ===", flush=True)  # its result file is complete
     except Exception:
         traceback.print_exc()
         print(f"{RUN_FAILED} {i}", flush=True)
@@ -156,7 +157,9 @@ def run_points(points: Sequence[Point], *, peer: str, base_url: str, server_pid:
                                   env=clean_env(PYTHONUNBUFFERED="1"))
         deadline = time.monotonic() + timeout_s
         for i, (point, m) in enumerate(zip(points, measurements)):
-            _wait_for(lambda: (work_dir / files[i]).exists() or f"{RUN_FAILED} {i}" in _read(log), client, deadline)
+            # Not the result file's existence: `vllm bench serve` may still be writing it.
+            _wait_for(lambda i=i: f"=== point {i} written ===" in (text := _read(log)) or f"{RUN_FAILED} {i}" in text,
+                      client, deadline)
             m.load_avg_1m = round(os.getloadavg()[0], 2)
             cpu_file = Path(f"{cpu_prefix}{i}.json")
             m.cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else []

@@ -3,12 +3,41 @@ on a node into one Prometheus endpoint (a per-process prometheus_client registry
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 # Seconds: from a tenth of a millisecond (a stage such as tokenizing one query) to half a minute.
 SECONDS_BOUNDARIES = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                       5, 10, 30]
 STEP_REQUESTS_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 STEP_TOKENS_BOUNDARIES = [16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768]
 METRIC_PREFIXES = ("ray_qwen3_", "ray_serve_")
+# Each Ray metric call costs about as much again in Ray's own background work. Counter increments lose
+# nothing by being summed here and handed to Ray once a second (its exporter publishes every few
+# seconds anyway); histograms take every observation as it comes.
+COUNTER_FLUSH_S = 1.0
+
+
+class SummedCounters:
+    """Counter increments summed by (counter, tags) and passed to Ray every `COUNTER_FLUSH_S` seconds
+    from the event loop they were made on."""
+
+    def __init__(self):
+        self.pending: dict[tuple[Any, tuple[tuple[str, str], ...]], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, counter: Any, tags: tuple[tuple[str, str], ...], value: float = 1.0) -> None:
+        key = (counter, tags)
+        self.pending[key] = self.pending.get(key, 0.0) + value
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(COUNTER_FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        pending, self.pending = self.pending, {}
+        for (counter, tags), value in pending.items():
+            if value > 0:  # Ray's counters take positive increments only
+                counter.inc(value, tags=dict(tags))
 
 
 class RequestMetrics:
@@ -39,22 +68,23 @@ class RequestMetrics:
                                tag_keys=tags)
         self.stage_seconds = Counter("qwen3_request_stage_time_seconds", "Summed time by stage (exact), as "
                                      "qwen3_request_stage_duration_seconds.", tag_keys=(*tags, "stage"))
+        self.counters = SummedCounters()
 
     def record(self, clock) -> None:
         """One answered request (a `serving.api.timing.RequestClock`)."""
         tags = {"model": clock.model, "endpoint": clock.endpoint}
-        self.requests.inc(tags={**tags, "status": str(clock.status)})
+        labels = (("model", clock.model), ("endpoint", clock.endpoint))
+        add = self.counters.add
+        add(self.requests, (*labels, ("status", str(clock.status))))
         if clock.code and clock.status >= 400:
-            self.errors.inc(tags={**tags, "code": clock.code})
+            add(self.errors, (*labels, ("code", clock.code)))
         if clock.tokens:
-            self.input_tokens.inc(clock.tokens, tags=tags)
+            add(self.input_tokens, labels, clock.tokens)
         self.duration.observe(clock.total_s, tags=tags)
-        self.seconds.inc(clock.total_s, tags=tags)
+        add(self.seconds, labels, clock.total_s)
         for stage, seconds in clock.stages.items():
-            stage_tags = {**tags, "stage": stage}
-            self.stage_duration.observe(seconds, tags=stage_tags)
-            if seconds > 0:  # Ray's counters take positive increments only
-                self.stage_seconds.inc(seconds, tags=stage_tags)
+            self.stage_duration.observe(seconds, tags={**tags, "stage": stage})
+            add(self.stage_seconds, (*labels, ("stage", stage)), seconds)
 
     def retry(self, model: str, reason: str) -> None:
         self.retries.inc(tags={"model": model, "reason": reason})

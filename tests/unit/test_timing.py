@@ -128,3 +128,27 @@ async def test_the_engines_queue_time_reaches_its_caller_whichever_comes_first()
     stats.record(None, Finished(("b", 0.5)))
     assert await waiter == 0.5
     assert stats.queued == {} and stats.waiting == {}
+
+
+async def test_counter_increments_reach_ray_summed_once_per_flush(monkeypatch):
+    from serving import metrics
+
+    monkeypatch.setattr(metrics, "COUNTER_FLUSH_S", 0.05)
+
+    class Counter:  # what SummedCounters calls of ray.util.metrics.Counter
+        def __init__(self):
+            self.calls = []
+
+        def inc(self, value, tags):
+            self.calls.append((value, tags))
+
+    requests, summed = Counter(), metrics.SummedCounters()
+    for _ in range(3):
+        summed.add(requests, (("model", "m"), ("status", "200")), 2.0)
+    summed.add(requests, (("model", "n"), ("status", "200")), 0.0)  # Ray refuses increments of 0
+    assert requests.calls == []
+    await asyncio.sleep(0.2)
+    assert requests.calls == [(6.0, {"model": "m", "status": "200"})]
+    summed.add(requests, (("model", "m"), ("status", "200")))
+    await asyncio.sleep(0.2)
+    assert requests.calls[1:] == [(1.0, {"model": "m", "status": "200"})]
