@@ -65,12 +65,31 @@ def value(samples, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
+def settled(base_url, pairs, timeout_s: float = 30) -> dict[tuple[str, frozenset], float]:
+    """/metrics once the counts of these (model, endpoint) pairs stop changing: the requests of
+    earlier tests reach it up to a few seconds late (counters are summed for a second, and Ray
+    exports every second here)."""
+    def counts(samples):
+        return [value(samples, name, model=m, endpoint=e) for m, e in pairs
+                for name in ("ray_qwen3_request_duration_seconds_count", "ray_qwen3_request_time_seconds_total")]
+
+    deadline = time.monotonic() + timeout_s
+    samples = scrape(base_url)
+    while time.monotonic() < deadline:
+        time.sleep(2.5)
+        again = scrape(base_url)
+        if counts(again) == counts(samples):
+            return again
+        samples = again
+    return samples
+
+
 def test_stage_series_add_up_to_the_request_time(base_url, auth, measurements):
     """Known one-input requests to each model; the stages' summed seconds cover the requests'."""
     calls = {("tiny-embed", "embeddings"): ("/v1/embeddings", {"model": "tiny-embed", "input": "x"}),
              ("tiny-embed-tp2", "embeddings"): ("/v1/embeddings", {"model": "tiny-embed-tp2", "input": "x"}),
              ("tiny-rerank", "rerank"): ("/v1/rerank", {"model": "tiny-rerank", "query": "q", "documents": ["d"]})}
-    before = scrape(base_url)
+    before = settled(base_url, [(m, e) for m, e in calls])
     n = 6
     for path, body in calls.values():
         for i in range(n):
