@@ -16,6 +16,7 @@ METRIC_PREFIXES = ("ray_qwen3_", "ray_serve_")
 # nothing by being summed here and handed to Ray once a second (its exporter publishes every few
 # seconds anyway); histograms take every observation as it comes.
 COUNTER_FLUSH_S = 1.0
+GAUGE_REPUBLISH_S = 1.0
 
 
 class SummedCounters:
@@ -106,7 +107,8 @@ class EngineMetrics:
         self.running = Gauge("qwen3_engine_requests_running", "Requests the engine is running.", tag_keys=("model",))
         for metric in (self.step_requests, self.step_tokens, self.waiting, self.running):
             metric.set_default_tags(tags)
-        self._queue = (-1, -1)
+        self._queue = (0, 0)
+        self._timer: asyncio.TimerHandle | None = None
 
     def record(self, scheduler_stats, iteration_stats) -> None:
         if iteration_stats is not None:
@@ -116,11 +118,16 @@ class EngineMetrics:
             if tokens:
                 self.step_tokens.observe(tokens)
         if scheduler_stats is not None:
-            queue = (scheduler_stats.num_waiting_reqs, scheduler_stats.num_running_reqs)
-            if queue != self._queue:  # a gauge is a value, not an event: set it when it changes
-                self._queue = queue
-                self.waiting.set(queue[0])
-                self.running.set(queue[1])
+            self._queue = (scheduler_stats.num_waiting_reqs, scheduler_stats.num_running_reqs)
+        if self._timer is None:  # the first step: publish now, and from then on every second
+            self._publish()
+
+    def _publish(self) -> None:
+        """The queue gauges, set again every second: Ray drops a gauge that is not set for a while,
+        and an idle engine has no steps to set it."""
+        self.waiting.set(self._queue[0])
+        self.running.set(self._queue[1])
+        self._timer = asyncio.get_running_loop().call_later(GAUGE_REPUBLISH_S, self._publish)
 
 
 def filter_exposition(text: str) -> str:
