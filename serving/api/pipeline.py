@@ -147,7 +147,7 @@ def check_embed_limits(inputs: list, limits: LimitsConfig) -> None:
             raise RequestTooLarge(f"input[{i}] has {len(item)} characters; at most {limits.max_input_chars}")
         if isinstance(item, list) and len(item) > limits.max_input_tokens:
             raise RequestTooLarge(f"input[{i}] has {len(item)} tokens; at most {limits.max_input_tokens}")
-    check_total_chars(sum(len(item) for item in inputs if isinstance(item, str)), limits)
+    check_total_chars(_chars(inputs), limits)
 
 
 def check_rerank_limits(query: str, documents: list[str], instruction: str | None, limits: LimitsConfig) -> None:
