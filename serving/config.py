@@ -56,6 +56,10 @@ class EngineConfig(_Strict):
                             "and kept growing without. `tcmalloc`: required (start-up fails without it). "
                             "`system`: glibc malloc.")
     seed: int = Field(0, description="Engine seed.")
+    scheduling_policy: Literal["priority", "fcfs"] = Field(
+        "priority", description="vLLM's scheduler order. `priority`: the lowest request priority first (a "
+                                "tenant's, see `tenants`), then arrival; with every request at one priority it is "
+                                "first come, first served. `fcfs`: arrival only, priorities ignored.")
     distributed_executor_backend: Literal["mp", "ray"] | None = Field(
         None, description="How vLLM runs TP shards: `mp` (processes in the replica) or `ray` (placement-group "
                           "bundles). None lets the deployment shape decide; on CPU with one shard, the model "
@@ -192,10 +196,22 @@ class QuantizationConfig(_Strict):
         return str(Path(value).expanduser().absolute()) if value else value
 
 
+class EmbedCacheConfig(_Strict):
+    """An exact cache of this model's vectors in each replica that runs it: an input computed once is
+    answered from memory, bit for bit, until it is evicted (least recently used first)."""
+
+    max_bytes: int = Field(0, ge=0, description="Memory for cached vectors and their keys, per replica; 0 turns "
+                                                "the cache off. About 4.6 KB per 1,024-dimension vector.")
+    inputs: Literal["queries", "all"] = Field(
+        "queries", description="`queries`: inputs sent with input_type `query` (search traffic, which repeats); "
+                               "`all`: documents and token-id inputs too.")
+
+
 class EmbedDeploymentConfig(_ModelDeployment):
     kind: Literal["embed"] = "embed"
     engine: EmbedModelConfig = Field(default_factory=EmbedModelConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    cache: EmbedCacheConfig = Field(default_factory=EmbedCacheConfig)
 
 
 class RerankDeploymentConfig(_ModelDeployment):
@@ -338,11 +354,41 @@ class HttpConfig(_Strict):
         return env
 
 
+class TenantConfig(_Strict):
+    """A client of the API: its keys, the name its traffic carries in metrics, its lane, its quotas."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)  # keys
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="Names the tenant's traffic in metrics (the `tenant` label) and in logs.")
+    keys: Annotated[list[SecretStr], NoDecode] = Field(
+        min_length=1, description="Bearer keys of this tenant (several, to rotate them). Never logged.")
+    priority: int = Field(0, ge=0, description="The tenant's lane: lower runs first (vLLM's and Cohere's sense), "
+                                               "in the router's queues and in the engines. A request's `priority` "
+                                               "field may lower its own urgency further, never raise it above "
+                                               "this.")
+    requests_per_s: float | None = Field(None, gt=0, description="Quota: requests per second; over it, 429 with "
+                                                                 "Retry-After. None: no limit.")
+    input_tokens_per_min: int | None = Field(None, gt=0, description="Quota: input tokens per minute (what usage "
+                                                                     "reports); over it, 429. None: no limit.")
+    burst_s: float = Field(1.0, gt=0, description="How many seconds of `requests_per_s` may come at once (the "
+                                                  "bucket's depth; at least one request).")
+    cache_group: str | None = Field(None, min_length=1, description="Tenants with the same group share cached "
+                                                                    "embeddings; None: the tenant's own cache.")
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+
+
 class AppConfig(BaseSettings):
     """The whole serving app. YAML gives the base; QWEN3_SERVE_* environment variables override it,
     nested with `__`, e.g. QWEN3_SERVE_HTTP__PORT=9000 or QWEN3_SERVE_LIMITS__MAX_INPUTS_PER_REQUEST=64."""
 
-    model_config = SettingsConfigDict(env_prefix="QWEN3_SERVE_", env_nested_delimiter="__", extra="forbid")
+    # Errors never echo their input: it holds the API keys.
+    model_config = SettingsConfigDict(env_prefix="QWEN3_SERVE_", env_nested_delimiter="__", extra="forbid",
+                                      hide_input_in_errors=True)
 
     models: list[ModelDeploymentConfig] = Field(
         default_factory=lambda: [EmbedDeploymentConfig(name="Qwen/Qwen3-Embedding-0.6B"),
@@ -354,7 +400,12 @@ class AppConfig(BaseSettings):
     router: RouterConfig = Field(default_factory=RouterConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Bearer keys; empty disables auth. Env: comma-separated QWEN3_SERVE_API_KEYS.")
+        default_factory=list, description="Bearer keys of the `default` tenant (priority 0, no quotas); with no "
+                                          "keys here and no `tenants`, auth is off. Env: comma-separated "
+                                          "QWEN3_SERVE_API_KEYS.")
+    tenants: list[TenantConfig] = Field(
+        default_factory=list, description="Named clients with their own keys, lanes and quotas (beside the "
+                                          "`default` tenant of `api_keys`).")
     fallback_to_tiny_models: bool = Field(
         True, description="If a hub model cannot be reached and has no local copy, serve a tiny random model "
                           "(and say so in logs and /v1/models) instead of failing.")
@@ -389,6 +440,15 @@ class AppConfig(BaseSettings):
                 raise ValueError(f"alias {alias!r} points at unknown models {unknown}; known: {names}")
             if len({kinds[t.model] for t in targets}) > 1:
                 raise ValueError(f"alias {alias!r} mixes embed and rerank models")
+        tenants = [t.name for t in self.tenants] + (["default"] if self.api_keys else [])
+        repeated = sorted({n for n in tenants if tenants.count(n) > 1})
+        if repeated:
+            raise ValueError(f"tenant names must be unique (`default` is the tenant of `api_keys`); repeated: "
+                             f"{repeated}")
+        keys = [k.get_secret_value() for k in self.api_keys] + [k.get_secret_value() for t in self.tenants
+                                                               for k in t.keys]
+        if len(set(keys)) != len(keys):  # the message must not show a key
+            raise ValueError("an API key is given twice (in `api_keys` or `tenants[].keys`): each key names one tenant")
         return self
 
     @classmethod
@@ -404,6 +464,15 @@ class AppConfig(BaseSettings):
 
     def model(self, name: str) -> EmbedDeploymentConfig | RerankDeploymentConfig:
         return next(m for m in self.models if m.name == name)
+
+    def dump_with_keys(self) -> dict[str, Any]:
+        """The config as JSON data with its real API keys (a SecretStr dumps as "**********"), for the
+        ingress replicas, which check them."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = [k.get_secret_value() for k in self.api_keys]
+        for tenant, spec in zip(data["tenants"], self.tenants):
+            tenant["keys"] = [k.get_secret_value() for k in spec.keys]
+        return data
 
 
 # --- Bulk jobs (`qwen3-serve encode` / `score`): a Ray Data pipeline over files, one engine per actor.

@@ -48,11 +48,12 @@ class RequestMetrics:
         from ray.util.metrics import Counter, Histogram
 
         tags = ("model", "endpoint")
-        self.requests = Counter("qwen3_requests", "Requests by model, endpoint and HTTP status.",
-                                tag_keys=(*tags, "status"))
-        self.errors = Counter("qwen3_errors", "Failed requests by model, endpoint and error code.",
-                              tag_keys=(*tags, "code"))
-        self.input_tokens = Counter("qwen3_input_tokens", "Input tokens processed.", tag_keys=tags)
+        self.requests = Counter("qwen3_requests", "Requests by model, endpoint, tenant and HTTP status.",
+                                tag_keys=(*tags, "tenant", "status"))
+        self.errors = Counter("qwen3_errors", "Failed requests by model, endpoint, tenant and error code.",
+                              tag_keys=(*tags, "tenant", "code"))
+        self.input_tokens = Counter("qwen3_input_tokens", "Input tokens processed, by model, endpoint and tenant.",
+                                    tag_keys=(*tags, "tenant"))
         self.retries = Counter("qwen3_retries", "Calls sent again because their model replica or engine died.",
                                tag_keys=("model", "reason"))
         self.duration = Histogram("qwen3_request_duration_seconds",
@@ -75,12 +76,13 @@ class RequestMetrics:
         """One answered request (a `serving.api.timing.RequestClock`)."""
         tags = {"model": clock.model, "endpoint": clock.endpoint}
         labels = (("model", clock.model), ("endpoint", clock.endpoint))
+        tenant = ("tenant", clock.tenant)
         add = self.counters.add
-        add(self.requests, (*labels, ("status", str(clock.status))))
+        add(self.requests, (*labels, tenant, ("status", str(clock.status))))
         if clock.code and clock.status >= 400:
-            add(self.errors, (*labels, ("code", clock.code)))
+            add(self.errors, (*labels, tenant, ("code", clock.code)))
         if clock.tokens:
-            add(self.input_tokens, labels, clock.tokens)
+            add(self.input_tokens, (*labels, tenant), clock.tokens)
         self.duration.observe(clock.total_s, tags=tags)
         add(self.seconds, labels, clock.total_s)
         for stage, seconds in clock.stages.items():
@@ -92,10 +94,11 @@ class RequestMetrics:
 
 
 class EngineMetrics:
-    """One engine's steps, as vLLM reports them to its stat loggers (`serving.engines.timing.EngineStats`)."""
+    """One engine's steps, as vLLM reports them to its stat loggers (`serving.engines.timing.EngineStats`),
+    and its embedding cache's counts (`serving.engines.cache.EmbeddingCache`), if it has one."""
 
-    def __init__(self, model: str):
-        from ray.util.metrics import Gauge, Histogram
+    def __init__(self, model: str, cache: Any = None):
+        from ray.util.metrics import Counter, Gauge, Histogram
 
         tags = {"model": model}
         self.step_requests = Histogram("qwen3_engine_step_requests", "Requests an engine step finished.",
@@ -105,7 +108,20 @@ class EngineMetrics:
         self.waiting = Gauge("qwen3_engine_requests_waiting", "Requests in the engine's queue (vLLM's scheduler).",
                              tag_keys=("model",))
         self.running = Gauge("qwen3_engine_requests_running", "Requests the engine is running.", tag_keys=("model",))
-        for metric in (self.step_requests, self.step_tokens, self.waiting, self.running):
+        metrics = [self.step_requests, self.step_tokens, self.waiting, self.running]
+        self.cache = cache
+        if cache is not None:
+            self.cache_counts = {
+                name: Counter(f"qwen3_cache_{name}", text, tag_keys=("model",)) for name, text in (
+                    ("hits", "Embedding inputs answered without the engine (from the cache, or repeated in a request)."),
+                    ("misses", "Embedding inputs the engine computed for a caller that may use the cache."),
+                    ("evictions", "Cached vectors dropped to stay within the cache's max_bytes."))}
+            self.cache_bytes = Gauge("qwen3_cache_bytes", "Memory held by cached vectors and their keys.",
+                                     tag_keys=("model",))
+            self.cache_entries = Gauge("qwen3_cache_entries", "Vectors in the cache.", tag_keys=("model",))
+            metrics += [*self.cache_counts.values(), self.cache_bytes, self.cache_entries]
+            self._cache_sent = {name: 0 for name in self.cache_counts}
+        for metric in metrics:
             metric.set_default_tags(tags)
         self._queue = (0, 0)
         self._timer: asyncio.TimerHandle | None = None
@@ -127,6 +143,15 @@ class EngineMetrics:
         and an idle engine has no steps to set it."""
         self.waiting.set(self._queue[0])
         self.running.set(self._queue[1])
+        if self.cache is not None:  # counted by the cache as it goes, handed to Ray here
+            stats = self.cache.stats
+            for name, counter in self.cache_counts.items():
+                new = getattr(stats, name) - self._cache_sent[name]
+                if new:
+                    counter.inc(new)
+                    self._cache_sent[name] += new
+            self.cache_bytes.set(stats.bytes)
+            self.cache_entries.set(stats.entries)
         self._timer = asyncio.get_running_loop().call_later(GAUGE_REPUBLISH_S, self._publish)
 
 

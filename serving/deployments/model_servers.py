@@ -74,17 +74,22 @@ class _EngineModel:
 
 class EmbedModel(_EngineModel):
     def __init__(self, config: dict[str, Any]):
+        from serving.engines.cache import EmbeddingCache
         from serving.engines.embed import EmbedEngine
 
         self.config = EmbedDeploymentConfig.model_validate(config)
-        self.engine = EmbedEngine(self.engine_config(self.config), on_step=EngineMetrics(self.config.name).record)
+        cache = EmbeddingCache(self.config.cache.max_bytes) if self.config.cache.max_bytes else None
+        self.engine = EmbedEngine(self.engine_config(self.config),
+                                  on_step=EngineMetrics(self.config.name, cache=cache).record,
+                                  cache=cache, cache_all=self.config.cache.inputs == "all")
 
     async def embed(self, inputs: list, *, input_type: str = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
-                    normalize: bool = True):
+                    normalize: bool = True, priority: int = 0, cache_scope: str | None = None):
         return await self._run(self.engine.embed(inputs, input_type=input_type, instruction=instruction,
                                                  dimensions=dimensions, first_index=first_index,
-                                                 truncation=truncation, normalize=normalize))
+                                                 truncation=truncation, normalize=normalize, priority=priority,
+                                                 cache_scope=cache_scope))
 
     async def embed_many(self, requests: list[tuple[list, dict[str, Any]]]) -> list[Any]:
         """Several callers' requests in one call (the router merges concurrent small ones): each
@@ -109,11 +114,11 @@ class RerankModel(_EngineModel):
 
     async def rerank(self, query: str, documents: list[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
-                     truncation: Truncation = DEFAULT, raw_scores: bool = False):
+                     truncation: Truncation = DEFAULT, raw_scores: bool = False, priority: int = 0):
         return await self._run(self.engine.rerank(query, documents, instruction=instruction,
                                                   max_tokens_per_doc=max_tokens_per_doc,
                                                   max_tokens_per_query=max_tokens_per_query,
-                                                  truncation=truncation, raw_scores=raw_scores))
+                                                  truncation=truncation, raw_scores=raw_scores, priority=priority))
 
     def info(self) -> dict[str, Any]:
         return {"kind": "rerank", "max_model_len": self.engine.prompts.max_model_len, **self.engine.scheduler_limits()}

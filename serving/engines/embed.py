@@ -16,6 +16,7 @@ import numpy as np
 
 from serving.config import EmbedModelConfig
 from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.cache import EmbeddingCache, ids_bytes
 from serving.engines.errors import EngineInputError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
 from serving.engines.timing import EngineStats, StageClock, StageTimes
@@ -105,10 +106,14 @@ class EmbedInputs:
 
 
 class EmbedEngine(OwnsEngine):
-    def __init__(self, config: EmbedModelConfig, on_step: Callable[[Any, Any], None] | None = None):
-        """``on_step(scheduler_stats, iteration_stats)``: called with vLLM's stats after every engine step."""
+    def __init__(self, config: EmbedModelConfig, on_step: Callable[[Any, Any], None] | None = None,
+                 cache: EmbeddingCache | None = None, cache_all: bool = False):
+        """``on_step(scheduler_stats, iteration_stats)``: called with vLLM's stats after every engine step.
+        ``cache``: vectors of earlier calls that name a cache scope; ``cache_all``: documents too, not
+        only queries."""
         self.config = config
         self.stats = EngineStats(on_step)
+        self.cache, self.cache_all = cache, cache_all
         self._engine = start_engine(
             config,
             self.stats,
@@ -127,35 +132,57 @@ class EmbedEngine(OwnsEngine):
 
     async def embed(self, inputs: Any, *, input_type: InputType = "document", instruction: str | None = None,
                     dimensions: int | None = None, first_index: int = 0, truncation: Truncation = DEFAULT,
-                    normalize: bool = True) -> EmbedResult:
+                    normalize: bool = True, priority: int = 0, cache_scope: str | None = None) -> EmbedResult:
         """Embed a batch. All inputs go to vLLM at once so continuous batching fills each step.
 
         ``normalize=False`` returns the pooled hidden state as is (vLLM's ``use_activation: false``).
+        ``priority``: vLLM's (lower first). ``cache_scope``: whose cached vectors this call may use and
+        fill (a tenant, or a group of them); None, or a document while only queries are cached: none.
         """
         clock = StageClock()
         self.inputs.check_dimensions(dimensions)
         token_ids = self.inputs.tokenize(inputs, input_type=input_type, instruction=instruction,
                                          first_index=first_index, truncation=truncation)
-        return await self.embed_token_ids(token_ids, dimensions=dimensions, normalize=normalize, clock=clock)
+        if not (self.cache_all or input_type == "query"):
+            cache_scope = None
+        return await self.embed_token_ids(token_ids, dimensions=dimensions, normalize=normalize, clock=clock,
+                                          priority=priority, cache_scope=cache_scope)
 
     async def embed_token_ids(self, token_ids: Sequence[list[int]], *, dimensions: int | None = None,
-                              normalize: bool = True, clock: StageClock | None = None) -> EmbedResult:
+                              normalize: bool = True, clock: StageClock | None = None, priority: int = 0,
+                              cache_scope: str | None = None) -> EmbedResult:
+        """Repeated inputs of the call are computed once; with a cache and a scope, cached ones not at all."""
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
         params = PoolingParams(task="embed", dimensions=dimensions, use_activation=bool(normalize))
         clock = clock or StageClock()
         clock.tokenized()
+        cache = self.cache if cache_scope is not None else None
+        rows = [ids_bytes(ids) for ids in token_ids]  # input -> its ids, compared whole
+        vectors: dict[bytes, np.ndarray] = {}
+        if cache is not None:
+            for row in rows:
+                if row not in vectors and (hit := cache.get(cache.key(cache_scope, row, dimensions, normalize))) is not None:
+                    vectors[row] = hit
+        todo = {row: ids for row, ids in zip(rows, token_ids) if row not in vectors}
 
         async def one(ids: list[int]) -> np.ndarray:
             request_id = new_request_id("embed")
-            out = await final_output(self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id))
+            out = await final_output(self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id,
+                                                         priority=priority))
             clock.output_arrived()
             clock.queued(await self.stats.queue_time(request_id))
             return out.outputs.data.float().numpy()
 
-        vectors = await asyncio.gather(*(one(ids) for ids in token_ids))
-        return EmbedResult(embeddings=np.stack(vectors).astype(np.float32, copy=False),
+        computed = await asyncio.gather(*(one(ids) for ids in todo.values()))
+        vectors |= zip(todo, computed)
+        if cache is not None:
+            for row, vector in zip(todo, computed):
+                cache.put(cache.key(cache_scope, row, dimensions, normalize), vector)
+            cache.stats.hits += len(rows) - len(todo)
+            cache.stats.misses += len(todo)
+        return EmbedResult(embeddings=np.stack([vectors[row] for row in rows]).astype(np.float32, copy=False),
                            prompt_tokens=sum(len(ids) for ids in token_ids), times=clock.times(len(token_ids)))
 
 

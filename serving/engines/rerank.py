@@ -131,16 +131,17 @@ class RerankEngine(OwnsEngine):
 
     async def rerank(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                      max_tokens_per_doc: int | None = None, max_tokens_per_query: int | None = None,
-                     truncation: Truncation = DEFAULT, raw_scores: bool = False) -> RerankResult:
+                     truncation: Truncation = DEFAULT, raw_scores: bool = False, priority: int = 0) -> RerankResult:
         """Scores in input order: p(yes) in [0, 1], or with ``raw_scores`` the logit before the sigmoid,
-        logp(yes) - logp(no) (what a sequence-classification reranker reports without activation)."""
+        logp(yes) - logp(no) (what a sequence-classification reranker reports without activation).
+        ``priority``: vLLM's (lower first)."""
         clock = StageClock()
         prompts = self.prompts.build(query, documents, instruction, max_tokens_per_doc, max_tokens_per_query,
                                      truncation)
-        return await self.score_token_ids(prompts, raw_scores=raw_scores, clock=clock)
+        return await self.score_token_ids(prompts, raw_scores=raw_scores, clock=clock, priority=priority)
 
     async def score_token_ids(self, prompts: Sequence[list[int]], *, raw_scores: bool = False,
-                              clock: StageClock | None = None) -> RerankResult:
+                              clock: StageClock | None = None, priority: int = 0) -> RerankResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -152,7 +153,8 @@ class RerankEngine(OwnsEngine):
 
         async def one(ids: list[int]) -> tuple[float, int]:
             request_id = new_request_id("rerank")
-            out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id))
+            out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id,
+                                                           priority=priority))
             clock.output_arrived()
             clock.queued(await self.stats.queue_time(request_id))
             return self._score(out.outputs[0].logprobs[0], raw_scores), out.num_cached_tokens or 0

@@ -39,6 +39,7 @@ def engine_args(config: EngineConfig, **extra: Any):
         enforce_eager=config.enforce_eager,
         gpu_memory_utilization=config.gpu_memory_utilization,
         seed=config.seed,
+        scheduling_policy=config.scheduling_policy,
         # Our engines send token ids (TokensPrompt) and read logprobs by id: vLLM never needs the
         # tokenizer, whose load cost ~1 s in this process and ~2 s in the engine-core process.
         skip_tokenizer_init=True,

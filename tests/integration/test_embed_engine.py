@@ -156,3 +156,65 @@ async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine
     assert "EngineCore" in name and not workers, (name, workers)
     assert allowed == {"1"}, allowed
     assert cosines(vectors, (await embed_engine.embed(DOCUMENTS)).embeddings).min() >= COSINE_MIN
+
+
+async def lane_order(engine, call, bulk: list, n_before: int = 0) -> tuple[list[str], int]:
+    """Queue ``bulk`` (one call per item at priority 5), then once all of them are in the engine, one
+    call at priority 0 ("urgent") and one more at 5 ("peer"): the order calls finished in, and how
+    many bulk calls were still waiting when the two came."""
+    done: list[str] = []
+
+    async def run(name: str, item, priority: int) -> None:
+        await call(item, priority)
+        done.append(name)
+
+    tasks = [asyncio.create_task(run(f"bulk{i}", item, 5)) for i, item in enumerate(bulk)]
+    requests = engine._engine.output_processor.request_states
+    while len(requests) + len(done) < len(bulk):  # every bulk call has reached vLLM
+        await asyncio.sleep(0.001)
+    waiting = len(bulk) - len(done)
+    tasks += [asyncio.create_task(run("urgent", bulk[0], 0)), asyncio.create_task(run("peer", bulk[0], 5))]
+    await asyncio.gather(*tasks)
+    return done, waiting
+
+
+async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(embed_engine):
+    """vLLM's priority scheduling holds for pooling requests: a priority-0 input submitted behind
+    hundreds of priority-5 ones finishes long before them; one more at 5 still waits its turn."""
+    bulk = [f"{d} ({i})" for i in range(40) for d in DOCUMENTS]
+    done, waiting = await lane_order(embed_engine, lambda text, p: embed_engine.embed([text], priority=p), bulk)
+    assert waiting > len(bulk) // 2  # the bulk was queued when the two came: the test can tell the orders apart
+    assert done.index("urgent") < len(done) - waiting // 2
+    assert done.index("peer") >= len(done) - 8  # behind every bulk call but the last step's
+
+
+async def test_cached_vectors_are_the_computed_ones_bit_for_bit_and_scoped(embed_engine):
+    from serving.engines.cache import EmbeddingCache
+
+    cache = embed_engine.cache = EmbeddingCache(1 << 20)
+    try:
+        uncached = (await embed_engine.embed(QUERIES, input_type="query")).embeddings  # no scope: no cache
+        assert cache.stats.misses == 0 and not cache.entries
+        first = await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-a")
+        again = await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-a")
+        assert (cache.stats.misses, cache.stats.hits) == (len(QUERIES), len(QUERIES))
+        assert np.array_equal(again.embeddings, first.embeddings) and np.array_equal(first.embeddings, uncached)
+        assert again.prompt_tokens == first.prompt_tokens  # usage is the same answer's too
+        # Another scope, other dimensions, no normalisation, another instruction: each its own entry.
+        await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-b")
+        short = await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-a", dimensions=64)
+        raw = await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-a", normalize=False)
+        other = await embed_engine.embed(QUERIES, input_type="query", cache_scope="team-a", instruction="Find code")
+        assert cache.stats.misses == 5 * len(QUERIES) and len(cache.entries) == 5 * len(QUERIES)
+        assert short.embeddings.shape[1] == 64 and not np.allclose(np.linalg.norm(raw.embeddings, axis=1), 1)
+        assert cosines(other.embeddings, first.embeddings).max() < 0.9999
+        # Documents are cached only with cache_all; repeats within a call are computed once either way.
+        await embed_engine.embed(DOCUMENTS, cache_scope="team-a")
+        assert cache.stats.misses == 5 * len(QUERIES)
+        repeated = await embed_engine.embed([QUERIES[0], "new query", QUERIES[0], "new query"], input_type="query",
+                                            cache_scope="team-a")
+        assert cache.stats.misses == 5 * len(QUERIES) + 1 and cache.stats.hits == len(QUERIES) + 3
+        assert np.array_equal(repeated.embeddings[0], first.embeddings[0])
+        assert np.array_equal(repeated.embeddings[1], repeated.embeddings[3])
+    finally:
+        embed_engine.cache = None

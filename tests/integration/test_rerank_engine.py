@@ -90,3 +90,15 @@ async def test_concurrent_requests_are_not_mixed(rerank_engine):
 async def test_bad_input_gets_a_clear_error(rerank_engine, query, docs):
     with pytest.raises(EngineInputError):
         await rerank_engine.rerank(query, docs)
+
+
+async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(rerank_engine):
+    """vLLM's priority scheduling holds for generate with logprobs too (see the embed engine's test)."""
+    from tests.integration.test_embed_engine import lane_order
+
+    bulk = [f"{d} ({i})" for i in range(40) for d in DOCUMENTS]
+    done, waiting = await lane_order(
+        rerank_engine, lambda doc, p: rerank_engine.rerank(QUERIES[0], [doc], priority=p), bulk)
+    assert waiting > len(bulk) // 2
+    assert done.index("urgent") < len(done) - waiting // 2
+    assert done.index("peer") >= len(done) - 8
