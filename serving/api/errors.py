@@ -71,6 +71,11 @@ class Overloaded(ApiError):
     status_code, type, code = 429, "rate_limit_error", "overloaded"
 
 
+class QuotaExceeded(ApiError):
+    """The caller's tenant is over one of its quotas; retry after the Retry-After header."""
+    status_code, type, code = 429, "rate_limit_error", "quota_exceeded"
+
+
 class Unavailable(ApiError):
     """No healthy replica can serve the model right now."""
     status_code, type, code = 503, "service_unavailable", "model_unavailable"

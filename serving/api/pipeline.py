@@ -1,4 +1,5 @@
-"""The steps every route shares, whatever its dialect: clock -> check limits -> router -> result.
+"""The steps every route shares, whatever its dialect: clock -> check limits -> tenant's quotas ->
+router -> result.
 
 A dialect's route converts its request to an `EmbeddingRequest` / `RerankRequest`, runs it through
 here, and converts the result back. The `ApiService` (the router deployment) never learns which
@@ -18,11 +19,12 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from serving.api.errors import ApiError, RequestTooLarge, ValidationFailed
+from serving.api.errors import ApiError, QuotaExceeded, RequestTooLarge, ValidationFailed
 from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelList, RerankRequest, TokenizeRequest
 from serving.api.timing import RequestClock, clock_of
 from serving.config import AppConfig, LimitsConfig
 from serving.quantization import CalibrationError, Quantizer
+from serving.tenants import TENANT_KEY, Tenant, retry_after
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
@@ -30,11 +32,12 @@ RequestT = TypeVar("RequestT", bound=BaseModel)
 class ApiService(Protocol):
     config: AppConfig
 
-    # The model calls time themselves on the request's clock (`RequestClock.call_model`).
-    async def embed(self, request: EmbeddingRequest, routing_key: str,
-                    clock: RequestClock) -> tuple[str, np.ndarray, int]: ...
-    async def rerank(self, request: RerankRequest, routing_key: str,
-                     clock: RequestClock) -> tuple[str, list[float], int]: ...
+    # The model calls time themselves on the request's clock (`RequestClock.call_model`); the tenant
+    # gives their lane and cache scope.
+    async def embed(self, request: EmbeddingRequest, routing_key: str, clock: RequestClock,
+                    tenant: Tenant) -> tuple[str, np.ndarray, int]: ...
+    async def rerank(self, request: RerankRequest, routing_key: str, clock: RequestClock,
+                     tenant: Tenant) -> tuple[str, list[float], int]: ...
     async def tokenize(self, request: TokenizeRequest, routing_key: str) -> tuple[str, list]: ...
     async def decode(self, request: DecodeRequest, routing_key: str) -> tuple[str, list[str]]: ...
     async def models(self) -> ModelList: ...
@@ -75,8 +78,11 @@ class Pipeline:
         with clock.track(endpoint, self._label(body.model)):
             inputs = body.inputs()
             check_embed_limits(inputs, self.config.limits)
+            tenant = admit(request)
             clock.inputs, clock.chars, clock.dimensions = len(inputs), _chars(inputs), body.dimensions
-            model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id), clock)
+            model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id), clock,
+                                                              tenant)
+            tenant.charge_tokens(tokens)
             clock.model, clock.tokens = self._label(model), tokens
             return Embedded(model, vectors, tokens)
 
@@ -99,11 +105,13 @@ class Pipeline:
         with clock.track(endpoint, self._label(bodies[0].model)):
             for body in bodies:
                 check_rerank_limits(body.query, body.texts(), body.instruction, self.config.limits)
+            tenant = admit(request)
             clock.inputs = sum(len(body.texts()) for body in bodies)
             clock.chars = sum(len(body.query) * len(body.texts()) + _chars(body.texts()) for body in bodies)
             key = routing_key(request, bodies[0].request_id)  # one key: an alias sends every part to one model
-            answers = await asyncio.gather(*(self.service.rerank(body, key, clock) for body in bodies))
+            answers = await asyncio.gather(*(self.service.rerank(body, key, clock, tenant) for body in bodies))
             clock.model, clock.tokens = self._label(answers[0][0]), sum(t for _, _, t in answers)
+            tenant.charge_tokens(clock.tokens)
             return [Scored(model, scores, t, body.texts()) for body, (model, scores, t) in zip(bodies, answers)]
 
     async def tokenize(self, body: TokenizeRequest, request: Request, endpoint: str = "tokenize") -> list:
@@ -111,6 +119,7 @@ class Pipeline:
         clock = clock_of(request.scope)
         with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.texts, self.config.limits)
+            admit(request)
             model, tokens = await self.service.tokenize(body, routing_key(request))
             clock.model = self._label(model)
             return tokens
@@ -119,9 +128,21 @@ class Pipeline:
         clock = clock_of(request.scope)
         with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.ids, self.config.limits)
+            admit(request)
             model, texts = await self.service.decode(body, routing_key(request))
             clock.model = self._label(model)
             return texts
+
+
+def admit(request: Request) -> Tenant:
+    """The caller's tenant (the routes' auth put it in the scope), once its quotas admit one more
+    request; over a quota, 429 with the wait in Retry-After."""
+    tenant: Tenant = request.scope[TENANT_KEY]
+    wait_s = tenant.admit()
+    if wait_s:
+        raise QuotaExceeded(f"tenant {tenant.name!r} is over its quota; retry in {wait_s:.2f} s",
+                            headers=retry_after(wait_s))
+    return tenant
 
 
 def _chars(inputs: list) -> int:

@@ -29,6 +29,10 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PRIORITY = ("Lower runs first (vLLM's and Cohere's sense). A request runs in its tenant's lane, or a less urgent "
+            "one if this is larger: it can never be more urgent than its tenant's `priority`.")
+
+
 class _VllmOptions(_Request):
     """Request fields vLLM's pooling APIs add, accepted with vLLM's meaning."""
 
@@ -41,7 +45,7 @@ class _VllmOptions(_Request):
     request_id: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         None, description="vLLM: the request's id; routes alias traffic like `X-Request-Id` when that header is "
                           "absent.")
-    priority: StrictInt = Field(0, ge=0, le=0, description="vLLM: only 0; this server does not schedule by priority.")
+    priority: StrictInt = Field(0, ge=-1_000_000, le=1_000_000, description=PRIORITY)
     user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         None, description="End-user id; logged with the routing key for abuse tracing.")
 

@@ -8,9 +8,8 @@ The routes know an `ApiService` (the router deployment), never Ray or vLLM direc
 from __future__ import annotations
 
 import functools
-import hmac
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -19,8 +18,9 @@ from serving.api.errors import Unauthorized, install_error_handlers
 from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
 from serving.api.pipeline import ApiService, Pipeline
 from serving.api.protocol import ErrorResponse, ModelList, ReadyResponse
-from serving.api.timing import RequestTimer
+from serving.api.timing import RequestTimer, clock_of
 from serving.api.tracing import record_spans, tracer_from_env
+from serving.tenants import TENANT_KEY, Tenant, Tenants
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})  # never auth'd, never turned away when busy
 
@@ -45,9 +45,9 @@ def build_api(service: ApiService) -> FastAPI:
     tracer = tracer_from_env()
     app.add_middleware(RequestTimer, on_response=service.record,
                        on_sent=functools.partial(record_spans, tracer) if tracer is not None else None)
-    keys = [k.get_secret_value() for k in config.api_keys]
-    authorise = _bearer_auth(keys)
-    auth_errors = (401,) if keys else ()
+    tenants = Tenants.from_config(config)
+    authorise = _bearer_auth(tenants)
+    auth_errors = (401,) if tenants.auth else ()
     post_statuses = (400, *auth_errors, 404, 413, 422, 429, 503)
     post_errors = _errors(*post_statuses)
     pipeline = Pipeline(service)
@@ -85,25 +85,27 @@ def build_api(service: ApiService) -> FastAPI:
     return app
 
 
-def _bearer_auth(keys: list[str]):
-    encoded = [k.encode() for k in keys]
-    if not encoded:
-        async def open_access() -> None:
-            return None
+def _bearer_auth(tenants: Tenants):
+    """The dependency every API route runs: the caller's tenant from its bearer key (401 without a
+    known key), kept in the request's scope for the pipeline."""
+    if not tenants.auth:
+        async def open_access(request: Request) -> None:
+            identify(request, tenants.open_access)
 
         return open_access
     # Declares the bearer scheme in /openapi.json; the check itself is ours, to answer in our error shape.
-    bearer = HTTPBearer(auto_error=False, description="One of the configured `api_keys`.")
+    bearer = HTTPBearer(auto_error=False, description="An API key of one of the configured tenants.")
 
-    async def authorise(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorise(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         supplied = credentials.credentials.strip().encode(errors="surrogateescape") if credentials else b""
-        # Compare against every key in constant time; never log the supplied value.
-        matched = False
-        for key in encoded:
-            matched |= hmac.compare_digest(key, supplied)
-        if not matched:
+        tenant = tenants.find(supplied)  # never log the supplied value
+        if tenant is None:
             raise Unauthorized("missing or invalid API key; send `Authorization: Bearer <key>`")
+        identify(request, tenant)
 
     return authorise
 
 
+def identify(request: Request, tenant: Tenant) -> None:
+    request.scope[TENANT_KEY] = tenant
+    clock_of(request.scope).tenant = tenant.name  # the label of its metrics

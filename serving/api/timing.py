@@ -38,6 +38,7 @@ class RequestClock:
         self._start = time.perf_counter()
         self.endpoint: str | None = None  # set when the pipeline takes the request
         self.model = "unknown"
+        self.tenant = "unknown"  # the caller's tenant, once its key was checked
         self.kind: str | None = None  # "embed" or "rerank" once a model call returned
         self.inputs = self.tokens = self.chars = 0
         self.dimensions: int | None = None

@@ -135,9 +135,7 @@ def build_app(config: AppConfig, sources: dict[str, dict[str, Any]] | None = Non
         else:
             options, overrides = replica_options(model, has_gpus)
             handles[model.name] = servers[model.kind].options(**options).bind(_with_engine(model, overrides))
-    # SecretStr dumps as "**********" in JSON mode; the router needs the real keys.
-    router_config = config.model_dump(mode="json") | {"api_keys": [k.get_secret_value() for k in config.api_keys]}
-    return Router.options(**router_options).bind(router_config, handles, sources or {}, local)
+    return Router.options(**router_options).bind(config.dump_with_keys(), handles, sources or {}, local)
 
 
 def _with_engine(model: EmbedDeploymentConfig | RerankDeploymentConfig, overrides: dict[str, Any]) -> dict[str, Any]:

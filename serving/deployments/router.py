@@ -19,6 +19,7 @@ from serving.config import AppConfig
 from serving.deployments.clients import LocalModels, ModelClient, RemoteModel, start_local_models
 from serving.engines.truncation import Truncation
 from serving.routing import ModelRequiredError, ModelTable, UnknownModelError
+from serving.tenants import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +58,26 @@ class Router:
         if self.config.router.request_metrics:
             self.metrics.record(clock)
 
-    async def embed(self, request: EmbeddingRequest, routing_key: str,
-                    clock: RequestClock) -> tuple[str, np.ndarray, int]:
+    async def embed(self, request: EmbeddingRequest, routing_key: str, clock: RequestClock,
+                    tenant: Tenant) -> tuple[str, np.ndarray, int]:
         name = resolve_model(self.table, request.model, "embed", routing_key)
         if request.user:  # OpenAI's end-user id: kept for abuse tracing, not used for routing
             logger.info("embeddings request %s for user %r -> %s", routing_key, request.user, name)
         result = await clock.call_model("embed", self.clients[name].embed(
             request.inputs(), input_type=request.input_type, instruction=request.instruction,
-            dimensions=request.dimensions, truncation=_truncation(request), normalize=request.use_activation is not False))
+            dimensions=request.dimensions, truncation=_truncation(request), normalize=request.use_activation is not False,
+            priority=tenant.lane(request.priority), cache_scope=tenant.cache_scope))
         return name, result.embeddings, result.prompt_tokens
 
-    async def rerank(self, request: RerankRequest, routing_key: str,
-                     clock: RequestClock) -> tuple[str, list[float], int]:
+    async def rerank(self, request: RerankRequest, routing_key: str, clock: RequestClock,
+                     tenant: Tenant) -> tuple[str, list[float], int]:
         name = resolve_model(self.table, request.model, "rerank", routing_key)
         result = await clock.call_model("rerank", self.clients[name].rerank(
             request.query, request.texts(), instruction=request.instruction,
             max_tokens_per_doc=request.max_tokens_per_doc or None,  # 0 means no limit, as in vLLM
             max_tokens_per_query=request.max_tokens_per_query or None,
-            truncation=_truncation(request), raw_scores=request.use_activation is False))
+            truncation=_truncation(request), raw_scores=request.use_activation is False,
+            priority=tenant.lane(request.priority)))
         return name, result.scores, result.prompt_tokens
 
     async def tokenize(self, request: TokenizeRequest, routing_key: str) -> tuple[str, list]:

@@ -20,14 +20,14 @@ class FakeService:
         self.calls = []
         self.tracked = []
 
-    async def embed(self, request, routing_key, clock=None):
+    async def embed(self, request, routing_key, clock=None, tenant=None):
         if request.model != "e":
             raise ModelNotFound(f"model {request.model!r} not found")
         n = len(request.inputs())
         self.calls.append(request)
         return "e", np.arange(n * 4, dtype=np.float32).reshape(n, 4), 7 * n
 
-    async def rerank(self, request, routing_key, clock=None):
+    async def rerank(self, request, routing_key, clock=None, tenant=None):
         self.calls.append(request)
         return "r", [0.1, 0.9, 0.5][: len(request.documents)], 30
 
@@ -61,7 +61,7 @@ def test_float_vectors_read_back_as_the_same_float32():
     vectors = np.random.default_rng(0).standard_normal((3, 257)).astype(np.float32)
     vectors[0, :4] = [1e-38, -3.4e38, 0.1, 1 / 3]
 
-    async def embed(request, routing_key, clock=None):
+    async def embed(request, routing_key, clock=None, tenant=None):
         return "e", vectors, 9
 
     service.embed = embed
@@ -135,7 +135,7 @@ def test_unready_models_make_ready_503():
 
 def test_unexpected_errors_are_500_without_traceback():
     class Broken(FakeService):
-        async def embed(self, request, routing_key, clock=None):
+        async def embed(self, request, routing_key, clock=None, tenant=None):
             raise RuntimeError("secret internal detail")
 
     response = TestClient(build_api(Broken()), raise_server_exceptions=False).post(

@@ -33,14 +33,14 @@ class ResolvingService:
     def _resolve(self, name, kind, key):
         return resolve_model(self.table, name, kind, key)
 
-    async def embed(self, request, routing_key, clock=None):
+    async def embed(self, request, routing_key, clock=None, tenant=None):
         name = self._resolve(request.model, "embed", routing_key)
         self.calls.append(request)
         self.keys.append(routing_key)
         n = len(request.inputs())
         return name, np.arange(n * 4, dtype=np.float32).reshape(n, 4), 5 * n
 
-    async def rerank(self, request, routing_key, clock=None):
+    async def rerank(self, request, routing_key, clock=None, tenant=None):
         name = self._resolve(request.model, "rerank", routing_key)
         self.calls.append(request)
         # Scores that depend on the pair, so reassembly order is visible.
@@ -211,7 +211,7 @@ def test_vllm_fields_are_accepted_on_embeddings_and_reach_the_router():
     assert service.keys == ["abc"]  # vLLM's request_id routes alias traffic when no X-Request-Id is sent
 
 
-@pytest.mark.parametrize("extra", [{"truncate_prompt_tokens": -2}, {"priority": 1}, {"truncation_side": "middle"},
+@pytest.mark.parametrize("extra", [{"truncate_prompt_tokens": -2}, {"priority": 2_000_000}, {"truncation_side": "middle"},
                                    {"truncate_prompt_tokens": 1.5}])
 def test_vllm_fields_out_of_range_are_422(extra):
     c, _ = serve()
@@ -455,7 +455,7 @@ def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
 class UnitVectorService(ResolvingService):
     """L2-normalised vectors `dimensions` wide (16 when unset), as an engine returns them."""
 
-    async def embed(self, request, routing_key, clock=None):
+    async def embed(self, request, routing_key, clock=None, tenant=None):
         name, _, tokens = await super().embed(request, routing_key)
         return name, unit_vectors(len(request.inputs()), request.dimensions or 16), tokens
 

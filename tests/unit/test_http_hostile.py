@@ -69,7 +69,7 @@ def test_ingress_at_capacity_answers_429_in_the_api_shape_and_probes_still_answe
     release = asyncio.Event()
     real_embed = service.embed
 
-    async def slow_embed(request, routing_key, clock=None):
+    async def slow_embed(request, routing_key, clock=None, tenant=None):
         await release.wait()
         return await real_embed(request, routing_key)
 

@@ -37,14 +37,14 @@ class TimedService:
         # per input: 10 ms tokenizing (one batched call), 20 ms queued, 90 ms running
         return Result(StageTimes(n, 0.010 * n, 0.020 * n, 0.090 * n, MODEL_S, 1, 2))
 
-    async def embed(self, request, routing_key, clock):
+    async def embed(self, request, routing_key, clock, tenant=None):
         if request.model != "e":
             raise ModelNotFound(f"model {request.model!r} not found")
         n = len(request.inputs())
         await clock.call_model("embed", self._model(n))
         return "e", np.ones((n, 4), dtype=np.float32) / 2, 5 * n
 
-    async def rerank(self, request, routing_key, clock):
+    async def rerank(self, request, routing_key, clock, tenant=None):
         n = len(request.documents)
         await clock.call_model("rerank", self._model(n))
         return "r", [0.5] * n, 9 * n

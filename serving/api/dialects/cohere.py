@@ -1,7 +1,8 @@
 """Cohere's API: v2 `POST /v2/rerank` and `POST /v2/embed` (`cohere.ClientV2`), v1 `POST /v1/embed`
 (`cohere.Client`).
 
-Cohere v1 rerank is the native `/v1/rerank`. Cohere's `priority` is accepted only as 0, like vLLM's.
+Cohere v1 rerank is the native `/v1/rerank`. Cohere's `priority` (lower runs first) may make a request less
+urgent than its tenant's lane, never more (`serving/tenants.py`).
 `rank_fields` and `max_chunks_per_doc` are accepted and change nothing: documents here are plain
 strings (no fields to pick), and `max_tokens_per_doc` bounds each document instead of chunking it.
 `embedding_types` `int8`, `uint8`, `binary` and `ubinary` are computed from the float vectors by
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, StrictInt, model_validator
 from serving.api.pipeline import Embedded, Pipeline, encode_base64, new_id, to_internal
 from serving.api.protocol import (
     MODEL_DESCRIPTION,
+    PRIORITY,
     EmbeddingRequest,
     ModelName,
     NonEmptyStr,
@@ -45,7 +47,7 @@ class V2RerankRequest(_Request):
     rank_fields: list[NonEmptyStr] | None = Field(None, description="Accepted, no effect: documents are strings.")
     max_chunks_per_doc: StrictInt | None = Field(None, ge=1, description="Accepted, no effect: documents are not "
                                                                          "chunked (`max_tokens_per_doc` cuts them).")
-    priority: StrictInt = Field(0, ge=0, le=0, description="Only 0; this server does not schedule by priority.")
+    priority: StrictInt = Field(0, ge=0, le=1_000_000, description=PRIORITY)
 
 
 class V2RerankResult(BaseModel):
@@ -87,7 +89,7 @@ class V2EmbedRequest(_Request):
     truncate: Literal["NONE", "START", "END"] = Field(
         "END", description="Over-long texts: `END` cuts the end (keeping the EOS), `START` the start, `NONE` "
                            "rejects them with 413.")
-    priority: StrictInt = Field(0, ge=0, le=0, description="Only 0; this server does not schedule by priority.")
+    priority: StrictInt = Field(0, ge=0, le=1_000_000, description=PRIORITY)
 
     @model_validator(mode="after")
     def _max_tokens_truncates(self) -> V2EmbedRequest:
@@ -154,7 +156,7 @@ class V2EmbedResponse(BaseModel):
 def rerank_request(body: V2RerankRequest) -> RerankRequest:
     return to_internal(RerankRequest, model=body.model, query=body.query, documents=body.documents,
                        top_n=body.top_n, max_tokens_per_doc=body.max_tokens_per_doc,
-                       return_documents=body.return_documents)
+                       return_documents=body.return_documents, priority=body.priority)
 
 
 def v1_embed_request(body: V1EmbedRequest) -> EmbeddingRequest:
@@ -180,7 +182,7 @@ def embed_request(body: V2EmbedRequest) -> EmbeddingRequest:
         model=body.model, input=body.texts, dimensions=body.output_dimension,
         input_type="query" if body.input_type == "search_query" else "document",
         truncate_prompt_tokens=body.max_tokens, truncation_side="left" if body.truncate == "START" else None,
-        truncate=False if body.truncate == "NONE" else None)
+        truncate=False if body.truncate == "NONE" else None, priority=body.priority)
 
 
 # --- routes

