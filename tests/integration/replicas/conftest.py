@@ -1,7 +1,8 @@
 """A live app with two replicas of everything, for the tests that kill one of them: the same tiny
 embedding weights placed in the ingress (two ingress replicas behind HAProxy, one engine each) and
 as a deployment of its own (two replicas behind the ingress's handle, small chunks so one request
-spreads over both). Started once for this package, in its own Ray instance."""
+spreads over both), and a tenant with a quota the two ingress replicas share. Started once for this
+package, in its own Ray instance."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from serving.ports import reserve_port
 from tests.serve_app import running_app
 
 INGRESS, DEPLOYED = "tiny-embed", "tiny-embed-dep"
+API_KEY = "replicas-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+PACED = {"name": "paced", "keys": ["paced-key"], "requests_per_s": 4, "burst_s": 1}  # test_quotas.py
 
 
 @pytest.fixture(scope="package")
@@ -28,6 +32,8 @@ def replicas_app(tiny_models):
         ],
         "router": {"num_replicas": 2},
         "limits": {"embed_chunk_size": 4},
+        "api_keys": [API_KEY],
+        "tenants": [PACED],
         "http": {"host": "127.0.0.1", "port": reserve_port()},
     })
     with running_app(config) as url:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.faults import Callers, engine_core, replica_processes
-from tests.integration.replicas.conftest import DEPLOYED, INGRESS
+from tests.integration.replicas.conftest import AUTH, DEPLOYED, INGRESS
 from tests.net import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -43,13 +43,13 @@ def sender(url: str, model: str):
     def send(client: httpx.Client, caller: int) -> httpx.Response:
         body = json.dumps({"model": model, "input": inputs(caller, model)}).encode()
         if caller % 2 == 0:
-            return client.post(f"{url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"})
+            return client.post(f"{url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"} | AUTH)
 
         def late():
             time.sleep(0.005)
             yield body
         return client.post(f"{url}/v1/embeddings", content=late(),
-                           headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+                           headers={"Content-Type": "application/json", "Content-Length": str(len(body))} | AUTH)
     return send
 
 
@@ -161,7 +161,7 @@ def test_every_series_of_the_grafana_dashboard_is_in_the_apps_metrics(replicas_a
     """The chart's dashboard (helm/qwen3-serving/dashboards/) against this live app's /metrics. Runs
     here: the counters of resent calls exist once the kills above made some, and the ingress
     replicas that counted them are still alive."""
-    assert httpx.post(f"{replicas_app}/v1/embeddings", json={"model": "nope", "input": "a"},
+    assert httpx.post(f"{replicas_app}/v1/embeddings", json={"model": "nope", "input": "a"}, headers=AUTH,
                       timeout=30).status_code == 404  # an error, for the errors panel
     wanted = dashboard_series()
 
