@@ -109,10 +109,10 @@ class LocalModel:
         self.limit = InFlightLimit(scaling)
 
     async def embed(self, inputs: list, **options) -> EmbedResult:
-        return await self._call(lambda: self.model.embed(inputs, **options))
+        return await self._call(lambda: self.model.embed(inputs, **options), options.get("priority", 0))
 
     async def rerank(self, query: str, documents: list[str], **options):
-        return await self._call(lambda: self.model.rerank(query, documents, **options))
+        return await self._call(lambda: self.model.rerank(query, documents, **options), options.get("priority", 0))
 
     async def tokenize(self, texts: list[str], **options) -> list:
         return await self._call(lambda: self.model.tokenize(texts, **options))
@@ -126,10 +126,10 @@ class LocalModel:
     async def ready(self) -> None:
         await self.model.ready()
 
-    async def _call(self, call):
+    async def _call(self, call, priority: int = 0):
         if self.replica.leaving:  # 503: HAProxy sends the request again, to another replica
             raise Unavailable("model unavailable: this replica is leaving (an engine of it died)")
-        with self.limit.slot():
+        with self.limit.slot(priority):
             try:
                 return await call()
             except Exception as exc:
@@ -141,17 +141,20 @@ class LocalModel:
 class InFlightLimit:
     """The queue bound of a model placed in the ingress, as its own deployment's replica would have
     it: beyond `max_ongoing_requests` + `max_queued_requests` calls in flight (vLLM queues what its
-    batch cannot take), the next gets 429 with Retry-After. `max_queued_requests` -1: no bound."""
+    batch cannot take), the next gets 429 with Retry-After. `max_queued_requests` -1: no bound.
+    Calls less urgent than priority 0 stop short of the bound by `urgent_reserve` of it."""
 
     def __init__(self, scaling: ScalingConfig):
         queued = scaling.max_queued_requests
         self.bound = scaling.max_ongoing_requests + queued if queued >= 0 else -1
+        self.lesser_bound = self.bound - math.floor(self.bound * scaling.urgent_reserve) if self.bound >= 0 else -1
         self.retry_after = str(max(1, math.ceil(scaling.retry_after_s)))
         self.in_flight = 0
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        if 0 <= self.bound <= self.in_flight:
+    def slot(self, priority: int = 0) -> Iterator[None]:
+        bound = self.bound if priority <= 0 else self.lesser_bound
+        if 0 <= bound <= self.in_flight:
             raise Overloaded("model is at capacity; retry later", headers={"Retry-After": self.retry_after})
         self.in_flight += 1
         try:

@@ -30,3 +30,25 @@ def test_a_failing_call_gives_its_slot_back_and_minus_one_means_unbounded():
     for s in slots:
         s.__enter__()
     assert unbounded.in_flight == 100
+
+
+def test_less_urgent_calls_leave_the_reserve_to_priority_0():
+    limit = InFlightLimit(ScalingConfig(max_ongoing_requests=8, max_queued_requests=12, urgent_reserve=0.25))
+    held = [limit.slot(priority=5) for _ in range(15)]
+    for slot in held:
+        slot.__enter__()
+    with pytest.raises(Overloaded):  # 20 - floor(20 x 0.25) = 15 for priority > 0
+        with limit.slot(priority=1):
+            pass
+    urgent = [limit.slot(priority=0) for _ in range(5)]
+    for slot in urgent:
+        slot.__enter__()
+    with pytest.raises(Overloaded):
+        with limit.slot(priority=0):
+            pass
+    for slot in held + urgent:
+        slot.__exit__(None, None, None)
+    assert limit.in_flight == 0
+    tiny = InFlightLimit(ScalingConfig(max_ongoing_requests=1, max_queued_requests=0))
+    with tiny.slot(priority=9):  # a bound too small to reserve from is all anyone's
+        pass
