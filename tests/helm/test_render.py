@@ -99,14 +99,16 @@ def test_grafana_dashboard_ships_as_a_configmap_for_the_sidecar_when_enabled():
     assert dashboards(None) == []  # off by default
 
 
-def test_dashboard_panels_cover_rate_stages_tokens_queues_replicas_and_retries():
+def test_dashboard_panels_cover_rate_stages_tokens_queues_replicas_retries_tenants_and_the_cache():
     dashboard = json.loads((CHART / "dashboards" / "qwen3-serving.json").read_text())
     exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
     for needed in ("sum by (status) (rate(ray_qwen3_requests_total",
                    "histogram_quantile(0.5, sum by (le, stage) (rate(ray_qwen3_request_stage_duration_seconds_bucket",
                    "histogram_quantile(0.99, sum by (le, stage) (rate(ray_qwen3_request_stage_duration_seconds_bucket",
                    "rate(ray_qwen3_input_tokens_total", "ray_qwen3_engine_requests_waiting",
-                   "ray_serve_deployment_replica_healthy", "rate(ray_qwen3_retries_total"):
+                   "ray_serve_deployment_replica_healthy", "rate(ray_qwen3_retries_total",
+                   "sum by (tenant) (rate(ray_qwen3_requests_total", 'code="quota_exceeded"',
+                   "rate(ray_qwen3_cache_hits_total", "rate(ray_qwen3_cache_misses_total", "ray_qwen3_cache_bytes"):
         assert needed in exprs, needed
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 

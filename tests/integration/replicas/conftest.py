@@ -26,7 +26,7 @@ def replicas_app(tiny_models):
     cpu = {"accelerator": "cpu", "cpus_per_shard": 0.25}
     config = AppConfig.model_validate({
         "models": [
-            {"name": INGRESS, "kind": "embed", "engine": engine, "resources": cpu},
+            {"name": INGRESS, "kind": "embed", "engine": engine, "resources": cpu, "cache": {"max_bytes": 1 << 20}},
             {"name": DEPLOYED, "kind": "embed", "engine": engine, "resources": cpu, "placement": "deployment",
              "scaling": {"num_replicas": 2, "max_ongoing_requests": 16}},
         ],

@@ -160,9 +160,12 @@ def test_engine_death_in_a_model_deployment_replica_loses_nothing(replicas_app, 
 def test_every_series_of_the_grafana_dashboard_is_in_the_apps_metrics(replicas_app):
     """The chart's dashboard (helm/qwen3-serving/dashboards/) against this live app's /metrics. Runs
     here: the counters of resent calls exist once the kills above made some, and the ingress
-    replicas that counted them are still alive."""
+    replicas that counted them are still alive. The quota panel's series comes from test_quotas.py."""
     assert httpx.post(f"{replicas_app}/v1/embeddings", json={"model": "nope", "input": "a"}, headers=AUTH,
                       timeout=30).status_code == 404  # an error, for the errors panel
+    # a query twice in one request: a cache miss and a hit, for the cache panel
+    assert httpx.post(f"{replicas_app}/v1/embeddings", json={"model": INGRESS, "input": ["q", "q"], "input_type": "query"},
+                      headers=AUTH, timeout=30).status_code == 200
     wanted = dashboard_series()
 
     def exported() -> set[str]:
