@@ -48,6 +48,19 @@ def test_environment_overrides_the_mapping(built, monkeypatch):
     assert config.limits.max_inputs_per_request == 64
 
 
+def test_tenants_come_from_the_secrets_json(built, monkeypatch):
+    """The chart's Secret holds `tenants` as JSON (QWEN3_SERVE_TENANTS), as a user may export it."""
+    import json
+
+    tenants = [{"name": "search", "keys": ["ks"], "cache_group": "g"},
+               {"name": "bulk", "keys": ["kb1", "kb2"], "priority": 9, "input_tokens_per_min": 1000}]
+    monkeypatch.setenv("QWEN3_SERVE_TENANTS", json.dumps(tenants))
+    config = built({"config": {}})
+    assert [(t.name, [k.get_secret_value() for k in t.keys], t.priority) for t in config.tenants] == [
+        ("search", ["ks"], 0), ("bulk", ["kb1", "kb2"], 9)]
+    assert config.tenants[1].input_tokens_per_min == 1000 and config.tenants[0].cache_group == "g"
+
+
 def test_invalid_mapping_fails_with_the_field(built):
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         built({"config": {"models": [{"name": "m", "kind": "embed", "engine": {"tensor_parallel_size": 0}}]}})

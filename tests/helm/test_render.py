@@ -226,23 +226,26 @@ def test_created_cache_claim_survives_uninstall():
                        "PersistentVolumeClaim")
 
 
-SECRET_VALUES = {"secrets": {"hfToken": "hf_SECRETtoken123", "apiKeys": ["key-AAA111", "key-BBB222"]}}
+SECRET_VALUES = {"secrets": {"hfToken": "hf_SECRETtoken123", "apiKeys": ["key-AAA111", "key-BBB222"],
+                             "tenants": [{"name": "search", "keys": ["key-CCC333"], "requests_per_s": 50}]}}
 
 
 def test_secret_values_never_reach_the_rayservice():
     manifests = render(SECRET_VALUES | {"rayJob": {"enabled": True}})
     for path, text in manifests.items():
         if not path.endswith("secret.yaml"):
-            for secret in ("hf_SECRETtoken123", "key-AAA111", "key-BBB222"):
+            for secret in ("hf_SECRETtoken123", "key-AAA111", "key-BBB222", "key-CCC333"):
                 assert secret not in text, f"{secret} leaked into {path}"
     docs = objects(SECRET_VALUES | {"rayJob": {"enabled": True}})
     (secret,) = of_kind(docs, "Secret")
     import base64
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    tenants = json.loads(data.pop("QWEN3_SERVE_TENANTS"))
     assert data == {"HF_TOKEN": "hf_SECRETtoken123", "QWEN3_SERVE_API_KEYS": "key-AAA111,key-BBB222"}
+    assert tenants == SECRET_VALUES["secrets"]["tenants"]
     for _, template in pod_templates(docs):
         env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
-        for var in ("HF_TOKEN", "QWEN3_SERVE_API_KEYS"):
+        for var in ("HF_TOKEN", "QWEN3_SERVE_API_KEYS", "QWEN3_SERVE_TENANTS"):
             assert env[var]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
 
 
@@ -252,7 +255,8 @@ def test_existing_secret_is_used_and_none_is_created():
     for _, template in pod_templates(docs):
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in template["spec"]["containers"][0]["env"]
                 if "valueFrom" in e}
-        assert {r["name"] for r in refs.values()} == {"team-keys"} and set(refs) == {"HF_TOKEN", "QWEN3_SERVE_API_KEYS"}
+        assert {r["name"] for r in refs.values()} == {"team-keys"}
+        assert set(refs) == {"HF_TOKEN", "QWEN3_SERVE_API_KEYS", "QWEN3_SERVE_TENANTS"}
 
 
 def test_without_secrets_no_secret_env_is_rendered():

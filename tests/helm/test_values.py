@@ -21,6 +21,8 @@ DEFAULT_MODELS = load_values(CHART / "values.yaml")["appConfig"]["models"]
 
 @pytest.mark.parametrize("values,where", [
     ({"appConfig": {"api_keys": ["k"]}}, "additional properties 'api_keys'"),
+    ({"appConfig": {"tenants": [{"name": "t", "keys": ["k"]}]}}, "additional properties 'tenants'"),
+    ({"secrets": {"tenants": [{"name": "t", "keys": ["k"], "priorty": 1}]}}, "priorty"),
     ({"appConfig": {"modles": []}}, "additional properties 'modles'"),
     ({"appConfig": {"models": [{"name": "m", "kind": "embed", "engine": {"tensor_parallel_size": 0}}]}},
      "tensor_parallel_size"),

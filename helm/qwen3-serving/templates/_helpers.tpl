@@ -71,9 +71,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Secret holding HF_TOKEN / QWEN3_SERVE_API_KEYS: the user's, the chart's, or none. */}}
+{{/* Secret holding HF_TOKEN / QWEN3_SERVE_API_KEYS / QWEN3_SERVE_TENANTS: the user's, the chart's, or none. */}}
 {{- define "qwen3-serving.createSecret" -}}
-{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.hfToken .Values.secrets.apiKeys) -}}true{{- end -}}
+{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.hfToken .Values.secrets.apiKeys .Values.secrets.tenants) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "qwen3-serving.secretName" -}}
@@ -162,6 +162,12 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
     secretKeyRef:
       name: {{ $secret }}
       key: {{ .Values.secrets.apiKeysKey }}
+      optional: true
+- name: QWEN3_SERVE_TENANTS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ .Values.secrets.tenantsKey }}
       optional: true
 {{- end }}
 {{- with .Values.extraEnv }}
