@@ -316,9 +316,13 @@ class ReplicaWatch:
         self._partial = ""
 
     def _find_log(self) -> Path | None:
+        """The server's controller log. Session folders outlive their processes and pids are
+        reused: an older session of another process with the same pid may be there too. The
+        server's own is the newest (its name starts with its start time), and none newer can
+        appear while the server lives."""
         if self._log is None:
             logs = sorted(self.ray_tmp.glob(f"session_*_{self.server_pid}/logs/serve/controller_*.log"))
-            self._log = logs[0] if logs else None
+            self._log = logs[-1] if logs else None
         return self._log
 
     def read(self) -> None:
