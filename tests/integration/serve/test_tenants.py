@@ -141,3 +141,18 @@ def test_requests_carry_their_tenants_label(base_url):
             break
         time.sleep(1)
     assert all(found.values()) and refused >= 2, (found, refused)
+
+
+def test_cohere_sdk_sends_a_priority_that_lowers_the_lane_and_not_the_answer(base_url):
+    """Cohere's SDK has `priority` (lower first); it reaches the lane, and the vectors are the same."""
+    import cohere
+
+    client = cohere.ClientV2(api_key=TENANT_KEYS["search"], base_url=base_url, timeout=120)
+    texts = ["priority is a lane, not a different answer"]
+    urgent = client.embed(model="tiny-embed", texts=texts, input_type="search_document", embedding_types=["float"])
+    later = client.embed(model="tiny-embed", texts=texts, input_type="search_document", embedding_types=["float"],
+                         priority=7)
+    assert urgent.embeddings.float_ == later.embeddings.float_
+    with pytest.raises(cohere.errors.UnprocessableEntityError):
+        client.embed(model="tiny-embed", texts=texts, input_type="search_document", embedding_types=["float"],
+                     priority=-1)
