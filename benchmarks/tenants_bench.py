@@ -17,8 +17,9 @@ and `neighbour` (no quota).
   and to `embed-cached` (the same stream; the goal: >= 2x the req/s). Reported: req/s, the hit
   ratio (the server's counters), the cache's bytes; and `vllm serve` on the same stream with
   `--vllm` (sent the instruction-formatted query text, so it reads the same tokens).
-- **quotas**: `neighbour` at concurrency 4 alone, then beside `limited` at concurrency 4: the
-  neighbour's req/s and p50 in both, and `limited`'s admitted and refused requests per second.
+- **quotas**: `neighbour` at concurrency 4 alone, then beside `limited` sending 20 requests/s (4x
+  its quota): the neighbour's req/s and p50 in both, and `limited`'s admitted and refused requests
+  per second; then beside `limited` retrying at once at concurrency 4, ignoring Retry-After.
 
 Machine noise: run it alone; phases of one run compare with each other. JSON goes to
 benchmarks/results/tenants-<shape>-<stamp>.json.
@@ -57,9 +58,12 @@ KEYS = {"search": "k-search", "bulk": "k-bulk", "bulk-same-lane": "k-bulk-same-l
 CACHE_BYTES = 256 << 20
 
 
-def app_config(models: dict[str, Path], port: int, dtype: str, enforce_eager: bool) -> dict[str, Any]:
+def app_config(models: dict[str, Path], port: int, dtype: str, enforce_eager: bool,
+               max_num_batched_tokens: int | None = None) -> dict[str, Any]:
     engine = {"model": str(models["embedding"]), "dtype": dtype, "max_model_len": 1024, "cpu_kvcache_space_gib": 1,
               "cpu_omp_threads_bind": "0-1", "enforce_eager": enforce_eager}
+    if max_num_batched_tokens:
+        engine["max_num_batched_tokens"] = max_num_batched_tokens
     scaling = {"max_ongoing_requests": 64, "max_queued_requests": 1024}
     cpu = {"accelerator": "cpu", "cpus_per_shard": 0.5}
     return {
@@ -167,9 +171,9 @@ def summary(results: list[tuple[int, float]], seconds: float) -> dict[str, Any]:
             "p50_ms": pct(ok, 50), "p99_ms": pct(ok, 99), "mean_ms": round(float(np.mean(ok)) * 1000, 1) if ok else None}
 
 
-async def cache_counts(client: httpx.AsyncClient) -> dict[str, float]:
-    """The cache series of `embed-cached`, once two readings a few seconds apart agree (counts reach
-    /metrics a few seconds late)."""
+async def cache_counts(client: httpx.AsyncClient, inputs: float = 0) -> dict[str, float]:
+    """The cache series of `embed-cached` once hits + misses reach ``inputs`` (counts reach /metrics
+    seconds late) and two readings a few seconds apart agree."""
     async def read() -> dict[str, float]:
         text = (await client.get("/metrics")).text
         out = {}
@@ -179,13 +183,13 @@ async def cache_counts(client: httpx.AsyncClient) -> dict[str, float]:
         return out
 
     last = await read()
-    for _ in range(20):
+    for _ in range(40):
         await asyncio.sleep(3)
         now = await read()
-        if now == last:
+        if now == last and now["hits_total"] + now["misses_total"] >= inputs:
             return now
         last = now
-    return last
+    raise RuntimeError(f"the cache's counts did not reach {inputs} inputs: {last}")
 
 
 async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str], stream: list[int]) -> dict[str, Any]:
@@ -197,7 +201,9 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
         docs = iter(f"passage {i}: " + " ".join(queries[(i + k) % len(queries)] for k in range(4))
                     for i in range(10**9))
         batch = ({"model": "embed", "input": [next(docs) for _ in range(32)]} for _ in iter(int, 1))
-        out: dict[str, Any] = {}
+        models = (await client.get("/v1/models", headers={"Authorization": f"Bearer {KEYS['search']}"})).json()
+        out: dict[str, Any] = {"engines": {m["id"]: {k: m.get(k) for k in ("dtype", "max_num_batched_tokens", "max_num_seqs")}
+                                           for m in models["data"]}}
         # warm-up: both engines, every request path
         await load.closed_loop("neighbour", ({"model": m, "input": ["warm up"], "input_type": "query"}
                                              for m in ("embed", "embed-cached") * 10**6), 4, 5)
@@ -219,13 +225,14 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
 
         logger.info("cache: a Zipf(1.1) stream of %d requests over %d queries", len(stream), len(queries))
         out["cache"] = {"distinct_queries": len(queries), "stream_requests": len(stream), "zipf_s": 1.1,
-                        "concurrency": 8, "distinct_in_stream": len(set(stream))}
+                        "concurrency": 8, "distinct_in_stream": len(set(stream)),
+                        "repeats_in_stream": round(1 - len(set(stream)) / len(stream), 3)}
         for model in ("embed", "embed-cached"):
             bodies = ({"model": model, "input": [queries[i]], "input_type": "query"} for i in stream)
             before = await cache_counts(client) if model == "embed-cached" else None
             out["cache"][model] = await load.closed_loop("search", bodies, 8, 10**6)
             if before is not None:
-                after = await cache_counts(client)
+                after = await cache_counts(client, before["hits_total"] + before["misses_total"] + len(stream))
                 hits, misses = after["hits_total"] - before["hits_total"], after["misses_total"] - before["misses_total"]
                 out["cache"][model] |= {"hits": hits, "misses": misses, "hit_ratio": round(hits / max(hits + misses, 1), 3),
                                         "cache_bytes": after["bytes"], "cache_entries": after["entries"],
@@ -235,11 +242,18 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
 
         logger.info("quotas")
         near = ({"model": "embed", "input": [next(fresh)], "input_type": "query"} for _ in iter(int, 1))
-        out["quotas"] = {"limited_quota_per_s": 5, "concurrency": 4}
+        out["quotas"] = {"limited_quota_per_s": 5, "limited_sends_per_s": 20, "neighbour_concurrency": 4}
         out["quotas"]["neighbour_alone"] = await load.closed_loop("neighbour", near, 4, seconds)
+        # `limited` sends 4x its quota at a steady rate: the over-quota tenant of the issue
+        both = await asyncio.gather(load.closed_loop("neighbour", near, 4, seconds),
+                                    load.open_loop("limited", near, 20, seconds))
+        out["quotas"]["neighbour_beside_limited"], out["quotas"]["limited"] = both
+        out["quotas"]["neighbour_req_per_s_beside_over_alone"] = round(
+            both[0]["ok_per_s"] / out["quotas"]["neighbour_alone"]["ok_per_s"], 2)
+        # and a tenant that retries at once, ignoring Retry-After: what each refusal costs the others
         both = await asyncio.gather(load.closed_loop("neighbour", near, 4, seconds),
                                     load.closed_loop("limited", near, 4, seconds))
-        out["quotas"]["neighbour_beside_limited"], out["quotas"]["limited"] = both
+        out["quotas"]["neighbour_beside_hammering"], out["quotas"]["hammering"] = both
         return out
 
 
@@ -284,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", type=int, default=4000, help="requests in the cache phase's Zipf stream")
     parser.add_argument("--vllm", action="store_true", help="also run `vllm serve` on the cache phase's stream")
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="the engines' token budget per step (vLLM's default if unset): the step an urgent "
+                             "query waits for")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = datetime.now(timezone.utc)
@@ -292,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     stream = zipf_stream(len(queries), args.stream)
     work = Path(tempfile.mkdtemp(prefix="tenants-bench-"))
     port = reserve_port()
-    (work / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.dtype, args.enforce_eager)))
+    (work / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.dtype, args.enforce_eager,
+                                                             args.max_num_batched_tokens)))
     log = work / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
@@ -308,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         phases["cache"]["cached_over_vllm_serve"] = round(
             phases["cache"]["embed-cached"]["ok_per_s"] / phases["cache"]["vllm_serve"]["ok_per_s"], 2)
     result = {"benchmark": "tenants", "started": started.isoformat(), "shape": args.shape, "dtype": args.dtype,
+              "max_num_batched_tokens": args.max_num_batched_tokens,
               "argv": argv if argv is not None else sys.argv[1:], "machine": machine_info(), "versions": versions(),
               "phases": phases}
-    out_path = RESULTS_DIR / f"tenants-{args.shape}-{started:%Y%m%dT%H%M%SZ}.json"
+    budget = f"-mnbt{args.max_num_batched_tokens}" if args.max_num_batched_tokens else ""
+    out_path = RESULTS_DIR / f"tenants-{args.shape}{budget}-{started:%Y%m%dT%H%M%SZ}.json"
     out_path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(phases, indent=1))
     print(f"wrote {out_path} (server logs in {work})")
