@@ -2,6 +2,7 @@
 
     .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/http-....json
     .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/soak-....json
+    .bench-venvs/plot/bin/python benchmarks/plots.py benchmarks/results/tenants-....json
 
 For an HTTP result: <json stem>-throughput.png (throughput vs concurrency, client batch 1 and 32) and
 <json stem>-latency.png (p99 latency vs throughput) next to the JSON. For a soak result:
@@ -57,10 +58,56 @@ def soak(path, result, top=6):
     print(out)
 
 
+def tenants(path, result):
+    """Three panels: the search queries' p50/p99 alone and beside the flood with and without lanes
+    (log scale), the cache stream's req/s, and the neighbour's req/s beside an over-quota tenant."""
+    phases = result["phases"]
+    lanes, cache, quotas = phases["lanes"], phases["cache"], phases["quotas"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    ax = axes[0]
+    cases = [("alone", lanes["alone"]), ("flood, lanes", lanes["with_lanes"]["search"]),
+             ("flood, no lanes", lanes["without_lanes"]["search"])]
+    xs = range(len(cases))
+    ax.bar([x - 0.2 for x in xs], [c["p50_ms"] for _, c in cases], 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [c["p99_ms"] for _, c in cases], 0.4, label="p99")
+    ax.set_xticks(list(xs), [n for n, _ in cases])
+    ax.set_yscale("log")
+    ax.set_ylabel("search query latency (ms)")
+    budget = result.get("max_num_batched_tokens") or phases.get("engines", {}).get("embed", {}).get(
+        "max_num_batched_tokens")
+    ax.set_title(f"Lanes: 1-query requests beside a 32x32 flood (step budget {budget})")
+    ax.legend()
+    ax = axes[1]
+    names = ["uncached", "cached"] + (["vllm serve"] if "vllm_serve" in cache else [])
+    values = [cache["embed"]["ok_per_s"], cache["embed-cached"]["ok_per_s"]] + (
+        [cache["vllm_serve"]["ok_per_s"]] if "vllm_serve" in cache else [])
+    ax.bar(names, values, color=["grey", "tab:green", "tab:blue"][:len(names)])
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"Cache: Zipf(1.1) stream, {cache['stream_requests']} requests, "
+                 f"hit ratio {cache['embed-cached'].get('hit_ratio')}")
+    ax = axes[2]
+    names = ["alone", "beside 4x over quota", "beside a retry loop"]
+    values = [quotas["neighbour_alone"]["ok_per_s"], quotas["neighbour_beside_limited"]["ok_per_s"],
+              quotas["neighbour_beside_hammering"]["ok_per_s"]]
+    ax.bar(names, values, color="tab:purple")
+    ax.set_ylabel("neighbour requests/s")
+    ax.set_title(f"Quotas: limited tenant admitted {quotas['limited']['ok_per_s']}/s of its 5/s")
+    for a in axes:
+        a.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Tenants: {result['shape']} model, {result['dtype']}, "
+                 f"{result['machine'].get('cpus_usable')} CPUs")
+    fig.tight_layout()
+    out = Path(path).with_name(Path(path).stem + ".png")
+    fig.savefig(out, dpi=100)
+    print(out)
+
+
 def main(path):
     result = json.loads(Path(path).read_text())
     if result.get("benchmark") == "soak":
         return soak(path, result)
+    if result.get("benchmark") == "tenants":
+        return tenants(path, result)
     points = result["points"]
     peers = list(dict.fromkeys(p["peer"] for p in points))
     mode = result["mode"] + ("" if result.get("complete", True) else ", incomplete")

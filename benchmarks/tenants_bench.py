@@ -49,7 +49,7 @@ import yaml
 
 from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_models, machine_info, versions
 from benchmarks.procs import clean_env, stop, wait_ready
-from benchmarks.venvs import REPO_ROOT
+from benchmarks.venvs import REPO_ROOT, plot
 from serving.ports import reserve_port
 
 logger = logging.getLogger("tenants_bench")
@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"-mnbt{args.max_num_batched_tokens}" if args.max_num_batched_tokens else ""
     out_path = RESULTS_DIR / f"tenants-{args.shape}{budget}-{started:%Y%m%dT%H%M%SZ}.json"
     out_path.write_text(json.dumps(result, indent=1) + "\n")
+    plot(out_path)
     print(json.dumps(phases, indent=1))
     print(f"wrote {out_path} (server logs in {work})")
     return 0
