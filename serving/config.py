@@ -358,6 +358,11 @@ class HttpConfig(_Strict):
         return env
 
 
+def _comma_separated(value: Any) -> Any:
+    """Keys given as one string (an environment variable): comma-separated, blanks dropped."""
+    return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+
+
 class TenantConfig(_Strict):
     """A client of the API: its keys, the name its traffic carries in metrics, its lane, its quotas."""
 
@@ -380,10 +385,7 @@ class TenantConfig(_Strict):
     cache_group: str | None = Field(None, min_length=1, description="Tenants with the same group share cached "
                                                                     "embeddings; None: the tenant's own cache.")
 
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: Any) -> Any:
-        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+    _split_keys = field_validator("keys", mode="before")(_comma_separated)
 
 
 class AppConfig(BaseSettings):
@@ -420,10 +422,7 @@ class AppConfig(BaseSettings):
                                    file_secret_settings):
         return env_settings, init_settings  # the environment overrides the YAML file
 
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: Any) -> Any:
-        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
+    _split_keys = field_validator("api_keys", mode="before")(_comma_separated)
 
     @model_validator(mode="after")
     def _check_names(self) -> AppConfig:

@@ -85,11 +85,11 @@ class Tenants:
         router = config.router
         replicas = router.max_replicas if router.autoscaling else router.num_replicas
         tenants = cls()
-        keyed = [(TenantConfig(name=DEFAULT_TENANT, keys=config.api_keys), config.api_keys)] if config.api_keys else []
-        keyed += [(t, t.keys) for t in config.tenants]
-        for spec, keys in keyed:
+        keyed = [TenantConfig(name=DEFAULT_TENANT, keys=config.api_keys)] if config.api_keys else []
+        keyed += config.tenants
+        for spec in keyed:
             tenant = _tenant(spec, replicas, clock)
-            tenants.by_key |= {k.get_secret_value().encode(): tenant for k in keys}
+            tenants.by_key |= {k.get_secret_value().encode(): tenant for k in spec.keys}
         if not keyed:
             tenants.open_access = Tenant(DEFAULT_TENANT)
         return tenants
