@@ -18,6 +18,51 @@ def load_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(model)
 
 
+class TextEncoder:
+    """Token ids of texts, from the checkpoint's tokenizer called on its Rust core.
+
+    The core runs the same normaliser, pre-tokenizer, model and post-processor as the HF tokenizer
+    (so the EOS that Qwen3-Embedding's post-processor appends is there): the ids are the HF call's.
+    What it skips is transformers' Python around each call (argument checks, re-applying truncation
+    and padding state, building a BatchEncoding), most of a short query's tokenizing time. The core
+    is a copy with truncation and padding off, so the HF tokenizer's per-call state never leaks in.
+    A tokenizer without a Rust core (a slow one) is called as is.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.core = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self.core = Tokenizer.from_str(backend.to_str())
+            self.core.no_truncation()
+            self.core.no_padding()
+            self.core.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+
+    def __call__(self, texts: Sequence[str], add_special_tokens: bool = True,
+                 max_length: int | None = None) -> list[list[int]]:
+        """Each text's ids; with ``max_length``, a longer one is cut as the HF tokenizer's
+        ``truncation=True`` cuts it (keeping room for the special tokens it appends)."""
+        texts = list(texts)
+        if self.core is None:
+            return self.tokenizer(texts, add_special_tokens=add_special_tokens, truncation=max_length is not None,
+                                  max_length=max_length)["input_ids"]
+        if len(texts) == 1:  # holds the GIL: a batch call releases it, and on a busy host waits to get it back
+            ids = [self.core.encode(texts[0], add_special_tokens=add_special_tokens).ids]
+        else:  # spread over the cores
+            ids = [e.ids for e in self.core.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
+        if max_length is not None:
+            long = [i for i, t in enumerate(ids) if len(t) > max_length]
+            if long:  # rare, and truncation has its own rules: the HF tokenizer's own call
+                cut = self.tokenizer([texts[i] for i in long], add_special_tokens=add_special_tokens, truncation=True,
+                                     max_length=max_length)["input_ids"]
+                for i, t in zip(long, cut):
+                    ids[i] = t
+        return ids
+
+
 @dataclass(frozen=True)
 class Tokens:
     """One text as the model's tokenizer splits it."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serving.config import EmbedModelConfig
-from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.base import OwnsEngine, TextEncoder, final_output, load_tokenizer, new_request_id, require_texts
 from serving.engines.cache import EmbeddingCache, ids_bytes
 from serving.engines.errors import EngineInputError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
@@ -49,6 +49,7 @@ class EmbedInputs:
                  max_model_len: int):
         self.config = config
         self.tokenizer = tokenizer
+        self.encode = TextEncoder(tokenizer)
         self.max_dimensions = hidden_size
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len  # what the engine runs with, not what the config asked for
@@ -84,10 +85,10 @@ class EmbedInputs:
             if keep is not None and truncation.side is None:
                 # The tokenizer's truncation reserves room for the appended EOS, so it survives
                 # (vLLM tokenizes the same way when no side is given).
-                ids = self.tokenizer(texts, truncation=True, max_length=keep)["input_ids"]
+                ids = self.encode(texts, max_length=keep)
             else:
                 # An explicit side slices the full sequence, as vLLM does: `right` may drop the EOS.
-                ids = self.tokenizer(texts, truncation=False)["input_ids"]
+                ids = self.encode(texts)
                 if keep is not None:
                     ids = [truncation.cut(t, keep) for t in ids]
         limit = self.max_model_len
@@ -153,7 +154,7 @@ class EmbedEngine(OwnsEngine):
                               cache_scope: str | None = None) -> EmbedResult:
         """Repeated inputs of the call are computed once; with a cache and a scope, cached ones not at all."""
         from vllm import PoolingParams
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs.engine import tokens_input
 
         params = PoolingParams(task="embed", dimensions=dimensions, use_activation=bool(normalize))
         clock = clock or StageClock()
@@ -169,8 +170,9 @@ class EmbedEngine(OwnsEngine):
 
         async def one(ids: list[int]) -> np.ndarray:
             request_id = new_request_id("embed")
-            out = await final_output(self._engine.encode(TokensPrompt(prompt_token_ids=ids), params, request_id,
-                                                         priority=priority))
+            # Ids rendered as vLLM's own renderer would: taken on the event loop, where a raw prompt
+            # would cost a job on vLLM's input-processing thread per input.
+            out = await final_output(self._engine.encode(tokens_input(ids), params, request_id, priority=priority))
             clock.output_arrived()
             clock.queued(await self.stats.queue_time(request_id))
             return out.outputs.data.float().numpy()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.config import RerankModelConfig
-from serving.engines.base import OwnsEngine, final_output, load_tokenizer, new_request_id, require_texts
+from serving.engines.base import OwnsEngine, TextEncoder, final_output, load_tokenizer, new_request_id, require_texts
 from serving.engines.errors import EngineInputError, EngineUnavailableError, InputTooLongError
 from serving.engines.startup import start_engine, startup_errors
 from serving.engines.timing import EngineStats, StageClock, StageTimes
@@ -36,6 +36,7 @@ class RerankPrompts:
         self.config = config
         self.max_model_len = max_model_len  # what the engine runs with
         self.tokenizer = tokenizer
+        self.encode = TextEncoder(tokenizer)
         self.yes_id = self._single_token(config.yes_token)
         self.no_id = self._single_token(config.no_token)
         self.prefix_ids: list[int] = tokenizer.encode(config.prefix, add_special_tokens=False)
@@ -75,8 +76,7 @@ class RerankPrompts:
         instruction = instruction or self.config.default_instruction
         bodies = [self.config.pair_template.format(instruction=instruction, query=query, document=d)
                   for d in documents]
-        cut = {"truncation": True, "max_length": budget} if budget is not None else {"truncation": False}
-        encoded = self.tokenizer(bodies, add_special_tokens=False, **cut)["input_ids"]
+        encoded = self.encode(bodies, add_special_tokens=False, max_length=budget)
         if budget is None:
             for i, ids in enumerate(encoded):
                 if len(ids) > self.body_budget:
@@ -143,7 +143,7 @@ class RerankEngine(OwnsEngine):
     async def score_token_ids(self, prompts: Sequence[list[int]], *, raw_scores: bool = False,
                               clock: StageClock | None = None, priority: int = 0) -> RerankResult:
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs.engine import tokens_input
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2, detokenize=False,
                                 allowed_token_ids=[self.prompts.yes_id, self.prompts.no_id])
@@ -153,8 +153,7 @@ class RerankEngine(OwnsEngine):
 
         async def one(ids: list[int]) -> tuple[float, int]:
             request_id = new_request_id("rerank")
-            out = await final_output(self._engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id,
-                                                           priority=priority))
+            out = await final_output(self._engine.generate(tokens_input(ids), params, request_id, priority=priority))
             clock.output_arrived()
             clock.queued(await self.stats.queue_time(request_id))
             return self._score(out.outputs[0].logprobs[0], raw_scores), out.num_cached_tokens or 0

@@ -40,7 +40,7 @@ def engine_args(config: EngineConfig, **extra: Any):
         gpu_memory_utilization=config.gpu_memory_utilization,
         seed=config.seed,
         scheduling_policy=config.scheduling_policy,
-        # Our engines send token ids (TokensPrompt) and read logprobs by id: vLLM never needs the
+        # Our engines send token ids (rendered token inputs) and read logprobs by id: vLLM never needs the
         # tokenizer, whose load cost ~1 s in this process and ~2 s in the engine-core process.
         skip_tokenizer_init=True,
         **optional,
