@@ -67,14 +67,14 @@ class Peer:
 
 def ours_app_config(tasks: tuple[Task, ...], models: dict[str, Path], port: int, settings: EngineSettings,
                     replicas: int = 1, http: dict[str, Any] | None = None, placement: str = "ingress",
-                    router: dict[str, Any] | None = None) -> dict[str, Any]:
+                    router: dict[str, Any] | None = None, engine_fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Our app on the benchmark's checkpoints. ``placement: ingress`` (the default): the engines live
     in the ingress replicas, whose count is ``router.num_replicas``; ``deployment``: each model is a
     deployment of its own behind the router."""
     deployments = []
     for task in tasks:
         model = models["embedding" if task == "embed" else "reranker"]
-        engine = settings.engine(task, model)
+        engine = settings.engine(task, model) | (engine_fields or {})
         if replicas > 1:  # each replica its own core (a list binds replica r of a node to entry r)
             engine["cpu_omp_threads_bind"] = [str(r % (os.cpu_count() or 1)) for r in range(replicas)]
         scaling = {"max_ongoing_requests": 64, "max_queued_requests": 512}
@@ -98,10 +98,11 @@ ROUTED_HTTP = {"ingress": "proxy", "throughput_optimized": False}
 
 
 def _ours(replicas: int, http: dict[str, Any] | None = None, placement: str = "ingress",
-          router: dict[str, Any] | None = None) -> Callable[..., Launch]:
+          router: dict[str, Any] | None = None, engine_fields: dict[str, Any] | None = None) -> Callable[..., Launch]:
     def launch(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path,
                settings: EngineSettings) -> Launch:
-        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http, placement, router))
+        config = yaml.safe_dump(ours_app_config(tasks, models, port, settings, replicas, http, placement, router,
+                                                engine_fields))
         # RAY_ADDRESS=local: a private Ray instance, never a cluster someone else started on this machine.
         return Launch([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
                       {"RAY_ADDRESS": "local"}, f"http://127.0.0.1:{port}/ready", {"app.yaml": config})
@@ -220,6 +221,10 @@ PEERS: dict[str, Peer] = {
                            _OPENAI, _PATHS, multi_model=True,
                            note="ours with router.request_metrics false: no per-request series recorded (what "
                                 "recording them costs is ours against this)"),
+    "ours-mpworker": Peer("ours-mpworker", ("embed", "rerank"), _ours(1, engine_fields={"distributed_executor_backend": "mp"}),
+                          _OPENAI, _PATHS, multi_model=True,
+                          note="ours with the model in a vLLM worker process of its own "
+                               "(distributed_executor_backend mp), as vllm serve lays out a CPU engine"),
     "ours-2replicas": Peer("ours-2replicas", ("embed",), _ours(2), _OPENAI, _PATHS,
                            note="ours with router.num_replicas 2 (two ingress replicas, one engine each), each "
                                 "engine bound to a core of its own (cpu_omp_threads_bind [\"0\", \"1\"])"),
@@ -227,7 +232,8 @@ PEERS: dict[str, Peer] = {
 # Not a server: EmbedEngine / RerankEngine driven in-process (benchmarks.inprocess), the ceiling.
 INPROCESS = "inprocess"
 # goals: the first three
-ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas", "ours-nometrics")
+ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas", "ours-nometrics",
+             "ours-mpworker")
 
 
 def prepare(peer: Peer) -> None:
