@@ -225,6 +225,10 @@ PEERS: dict[str, Peer] = {
                           _OPENAI, _PATHS, multi_model=True,
                           note="ours with the model in a vLLM worker process of its own "
                                "(distributed_executor_backend mp), as vllm serve lays out a CPU engine"),
+    "ours-haproxymetrics": Peer("ours-haproxymetrics", ("embed", "rerank"),
+                                _ours(1, http={"haproxy_request_metrics": True}), _OPENAI, _PATHS, multi_model=True,
+                                note="ours with http.haproxy_request_metrics true: HAProxy logs every request to Ray's "
+                                     "HAProxy manager for Ray Serve's HTTP series (Ray's default)"),
     "ours-2replicas": Peer("ours-2replicas", ("embed",), _ours(2), _OPENAI, _PATHS,
                            note="ours with router.num_replicas 2 (two ingress replicas, one engine each), each "
                                 "engine bound to a core of its own (cpu_omp_threads_bind [\"0\", \"1\"])"),
@@ -233,7 +237,7 @@ PEERS: dict[str, Peer] = {
 INPROCESS = "inprocess"
 # goals: the first three
 ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas", "ours-nometrics",
-             "ours-mpworker")
+             "ours-mpworker", "ours-haproxymetrics")
 
 
 def prepare(peer: Peer) -> None:

@@ -265,7 +265,8 @@ def test_without_secrets_no_secret_env_is_rendered():
     for _, template in pod_templates(docs):
         assert {e["name"] for e in template["spec"]["containers"][0]["env"]} == {
             "HF_HOME", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S",
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES", "RAY_SERVE_HAPROXY_TUNE_BUFSIZE"}
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_HAPROXY_METRICS_ENABLED",
+            "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES", "RAY_SERVE_HAPROXY_TUNE_BUFSIZE"}
 
 
 @pytest.mark.parametrize("http", [{}, {"ingress": "proxy"}, {"throughput_optimized": False},
@@ -274,7 +275,9 @@ def test_without_secrets_no_secret_env_is_rendered():
                                   {"ingress": "haproxy", "throughput_optimized": True},
                                   {"haproxy_threads": 1}, {"ingress": "proxy", "haproxy_threads": 2},
                                   {"retries": 0}, {"retries": 2, "retry_body_kib": 256}, {"ingress": "proxy", "retries": 2},
-                                  {"drain_s": 0}, {"drain_s": 2.5}, {"ingress": "proxy", "drain_s": 1}])
+                                  {"drain_s": 0}, {"drain_s": 2.5}, {"ingress": "proxy", "drain_s": 1},
+                                  {"haproxy_request_metrics": True},
+                                  {"ingress": "proxy", "haproxy_request_metrics": True}])
 def test_ray_serve_environment_is_the_one_the_cli_sets(http):
     from serving.config import HttpConfig
 

@@ -136,6 +136,20 @@ def test_ingress_models_share_one_gpu_and_its_memory():
         ingress_options(app(EMBED | {"engine": {"tensor_parallel_size": 2}}), cluster_has_gpus=True)
 
 
+def test_several_ingress_replicas_share_a_gpu_within_their_share_of_its_memory():
+    """Front ends per GPU: `gpus_per_shard` 0.25 gives four ingress replicas (front-end processes, each
+    with its own engines) one GPU; vLLM's gpu_memory_utilization is a fraction of the whole device."""
+    def quarter(memory: float) -> AppConfig:
+        fraction = {"resources": {"accelerator": "gpu", "gpus_per_shard": 0.25}}
+        return app(EMBED | fraction | {"engine": {"gpu_memory_utilization": memory}},
+                   RERANK | fraction | {"engine": {"gpu_memory_utilization": memory}})
+
+    options, _ = ingress_options(quarter(0.11), cluster_has_gpus=True)
+    assert options["ray_actor_options"]["num_gpus"] == 0.25
+    with pytest.raises(ValueError, match=r"add up to 0.3; lower them to a sum of at most 0.25"):
+        ingress_options(quarter(0.15), cluster_has_gpus=True)
+
+
 def test_a_deployment_model_leaves_the_ingress_and_the_ingress_scales_by_router_settings():
     config = app(EMBED | {"placement": "deployment", "scaling": {"num_replicas": 3}},
                  router={"autoscaling": True, "min_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 4})
@@ -175,6 +189,7 @@ def test_a_local_cluster_gets_small_host_settings_and_haproxy_files_of_its_own(m
                                                      "FALLBACK_PROXY_HTTP_PORT", "FALLBACK_PROXY_GRPC_PORT")}
         assert len(ports) == 4 and not ports & {"9101", "8404", "8500", "9500"}  # Ray's fixed ones clash between instances
         assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "5"
+        assert env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"  # no log line per request to HAProxy's manager
         assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response 503\n" \
                                                    "    option http-buffer-request"
         assert env["RAY_SERVE_HAPROXY_RETRIES"] == "2" and env["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"] == "65536"

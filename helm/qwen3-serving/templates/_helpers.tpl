@@ -134,6 +134,8 @@ user extras. Ray Serve reads RAY_SERVE_* when its processes start, so the app co
 {{- if $haproxy }}
 - name: RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
   value: {{ dig "http" "drain_s" 5 .Values.appConfig | toString | quote }}
+- name: RAY_SERVE_HAPROXY_METRICS_ENABLED
+  value: {{ ternary "1" "0" (dig "http" "haproxy_request_metrics" false .Values.appConfig) | quote }}
 {{- end }}
 {{- $threads := dig "http" "haproxy_threads" nil .Values.appConfig }}
 {{- if and $haproxy $threads }}
