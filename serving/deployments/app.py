@@ -59,9 +59,11 @@ def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[
     """(Ray Serve options of the ingress deployment, engine field overrides per model placed in it).
 
     Each ingress replica reserves what its engines need: on CPU the sum of the models'
-    `cpus_per_shard` x TP; on GPU one device that its models share (the largest `gpus_per_shard`,
-    plus `replica_cpus` each), so their `gpu_memory_utilization` must add up to at most 1. A model
-    with TP>1 on GPUs needs a placement group of its own: `placement: deployment`.
+    `cpus_per_shard` x TP; on GPU a device, or a share of one, that its models share (the largest
+    `gpus_per_shard`, plus `replica_cpus` each). vLLM's `gpu_memory_utilization` is a fraction of the
+    whole device per engine, so the models' must add up to at most the replica's share: with
+    `gpus_per_shard: 0.5` two ingress replicas, each a front-end process with its own engines, share
+    one GPU. A model with TP>1 on GPUs needs a placement group of its own: `placement: deployment`.
     """
     router = config.router
     local = [m for m in config.models if m.placement == "ingress"]
@@ -78,9 +80,10 @@ def ingress_options(config: AppConfig, cluster_has_gpus: bool = False) -> tuple[
         else:
             cpus += model.resources.cpus_per_shard * model.engine.tensor_parallel_size
             overrides[model.name] = {"distributed_executor_backend": _cpu_executor(model)}
-    if gpu_share > 1:
-        raise ValueError(f"the models placed in the ingress share its GPU, but their gpu_memory_utilization add up "
-                         f"to {gpu_share:g}; lower them to a sum of at most 1, or place some as `deployment`")
+    if gpu_share > gpus + 1e-9:
+        raise ValueError(f"the models placed in the ingress share the {gpus:g} GPU each replica reserves, but their "
+                         f"gpu_memory_utilization add up to {gpu_share:g}; lower them to a sum of at most {gpus:g}, "
+                         "or place some as `deployment`")
     options: dict[str, Any] = {
         "name": "router",
         # The router's own limit (429 in the API's shape) must trip before Ray's; the headroom also

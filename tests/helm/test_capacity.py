@@ -127,10 +127,11 @@ def test_gpu_shapes_reserve_gpus_for_every_model():
 
 
 def test_too_few_gpus_is_caught():
-    # gpu-0.6b: two ingress replicas, each holding both models on its one GPU, on two 1-GPU pods.
+    # gpu-0.6b: four ingress replicas, two per GPU (each holding both models on half of it), on two
+    # 1-GPU pods; one pod holds two of them.
     values = load_values(CHART / "ci" / "gpu-0.6b-values.yaml")
     values["workerGroups"]["gpu"].update(replicas=1, minReplicas=1)
-    assert unplaced_replicas(values, peak=False) == ["ingress#1"]
+    assert len(unplaced_replicas(values, peak=False)) == 2
 
 
 def test_tp2_replica_must_fit_on_one_pod():
@@ -143,11 +144,12 @@ def test_tp2_replica_must_fit_on_one_pod():
 
 
 def test_autoscaled_peak_needs_the_ray_autoscaler():
-    # gpu-0.6b peaks at 8 one-GPU ingress replicas; without the Ray autoscaler the 2 pods stay 2.
+    # gpu-0.6b peaks at 16 half-GPU ingress replicas; without the Ray autoscaler the 2 pods stay 2
+    # and hold 4 of them.
     values = load_values(CHART / "ci" / "gpu-0.6b-values.yaml")
     values["autoscaling"]["enabled"] = False
     assert unplaced_replicas(values, peak=False) == []
-    assert len(unplaced_replicas(values, peak=True)) == 6
+    assert len(unplaced_replicas(values, peak=True)) == 12
 
 
 def test_cluster_specs_cover_rayjob_too():
