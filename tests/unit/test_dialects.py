@@ -2,6 +2,7 @@
 request the router sees, and back to its own response shape. Vectors and scores are checked
 against the reference on the real stack in tests/integration/serve/test_clients.py."""
 
+import asyncio
 
 import numpy as np
 import pytest
@@ -563,17 +564,28 @@ def test_the_cohere_and_openai_sdks_ask_for_and_parse_quantized_types():
     from serving.quantization import quantize
 
     c = serve_unit()
-    v2 = cohere.ClientV2(api_key="k", base_url=str(c.base_url), httpx_client=c)
-    response = v2.embed(model="e", texts=["a", "b"], input_type="search_document",
-                        embedding_types=["int8", "ubinary"], output_dimension=32)
-    assert response.embeddings.int8 == quantize(unit_vectors(2, 32), "int8").tolist()
-    assert response.embeddings.ubinary == quantize(unit_vectors(2, 32), "ubinary").tolist()
-    unset = v2.embed(model="e", texts=["a"], input_type="search_query", embedding_types=["uint8"],
-                     output_dimension=None)
-    assert unset.embeddings.uint8 == quantize(unit_vectors(1, 16), "uint8").tolist()
-    v1 = cohere.Client(api_key="k", base_url=str(c.base_url), httpx_client=c)
-    assert v1.embed(texts=["a"], embedding_types=["binary"]).embeddings.binary == quantize(
-        unit_vectors(1, 16), "binary").tolist()
+
+    async def with_cohere():
+        # Cohere's SDK is built on httpx; Starlette's TestClient on httpx2 (what OpenAI's SDK now uses),
+        # whose client the SDK cannot drive. So Cohere's async clients get an httpx client on the app.
+        import httpx
+
+        def http() -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=httpx.ASGITransport(app=c.app), base_url=str(c.base_url))
+
+        v2 = cohere.AsyncClientV2(api_key="k", base_url=str(c.base_url), httpx_client=http())
+        response = await v2.embed(model="e", texts=["a", "b"], input_type="search_document",
+                                  embedding_types=["int8", "ubinary"], output_dimension=32)
+        assert response.embeddings.int8 == quantize(unit_vectors(2, 32), "int8").tolist()
+        assert response.embeddings.ubinary == quantize(unit_vectors(2, 32), "ubinary").tolist()
+        unset = await v2.embed(model="e", texts=["a"], input_type="search_query", embedding_types=["uint8"],
+                               output_dimension=None)
+        assert unset.embeddings.uint8 == quantize(unit_vectors(1, 16), "uint8").tolist()
+        v1 = cohere.AsyncClient(api_key="k", base_url=str(c.base_url), httpx_client=http())
+        assert (await v1.embed(texts=["a"], embedding_types=["binary"])).embeddings.binary == quantize(
+            unit_vectors(1, 16), "binary").tolist()
+
+    asyncio.run(with_cohere())
     openai = OpenAI(api_key="k", base_url=f"{c.base_url}/v1", http_client=c)
     rows = openai.embeddings.create(model="e", input=["a", "b"], encoding_format="uint8").data
     assert [r.embedding for r in rows] == quantize(unit_vectors(2, 16), "uint8").tolist()
