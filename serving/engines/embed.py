@@ -18,7 +18,7 @@ from serving.config import EmbedModelConfig
 from serving.engines.base import OwnsEngine, TextEncoder, final_output, load_tokenizer, new_request_id, require_texts
 from serving.engines.cache import EmbeddingCache, ids_bytes
 from serving.engines.errors import EngineInputError, InputTooLongError
-from serving.engines.startup import start_engine, startup_errors
+from serving.engines.startup import lane_steps, start_engine, startup_errors
 from serving.engines.timing import EngineStats, StageClock, StageTimes
 from serving.engines.truncation import DEFAULT, Truncation
 
@@ -121,6 +121,7 @@ class EmbedEngine(OwnsEngine):
             runner="pooling",
             # Qwen3-Embedding reads the hidden state of the final (EOS) token, then L2-normalises.
             pooler_config={"pooling_type": "LAST", "use_activation": True},
+            **lane_steps(config),
         )
         with startup_errors(config), self.shutdown_on_error():
             model_config = self._engine.model_config

@@ -48,6 +48,18 @@ def engine_args(config: EngineConfig, **extra: Any):
     )
 
 
+def lane_steps(config: EngineConfig) -> dict[str, Any]:
+    """Engine fields for `serving.engines.lanes.LaneScheduler` (embed engines with `urgent_step_ms`
+    and priority scheduling): vLLM's scheduler class and the step length it reads."""
+    step_ms = getattr(config, "urgent_step_ms", None)
+    if step_ms is None or config.scheduling_policy != "priority":
+        return {}
+    from serving.engines.lanes import ADDITIONAL_KEY, LaneScheduler
+
+    return {"scheduler_cls": f"{LaneScheduler.__module__}.{LaneScheduler.__qualname__}",
+            "additional_config": {ADDITIONAL_KEY: step_ms}}
+
+
 def resolved_dtype(dtype: str) -> str:
     """`auto` on a CPU: bfloat16 where the CPU computes it natively, else float32. vLLM's own `auto`
     keeps a bf16 checkpoint (every Qwen3) in bf16 on any CPU, and turns a float32 checkpoint into

@@ -188,6 +188,46 @@ async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(embed_engin
     assert done.index("peer") >= len(done) - 8  # behind every bulk call but the last step's
 
 
+async def test_an_urgent_input_gets_a_step_of_its_own_and_every_answer_is_exact(embed_engine):
+    """serving.engines.lanes.LaneScheduler (on by default): the step that computes an urgent input
+    holds no queued or part-way bulk work (vLLM's own fills it up to the token budget), and the
+    flood around it still gets the vectors it gets alone, none lost or swapped."""
+    assert embed_engine._engine.vllm_config.scheduler_config.scheduler_cls.endswith("LaneScheduler")
+    bulk = [f"{d} ({i}) " + " ".join(DOCUMENTS[(i + k) % len(DOCUMENTS)] for k in range(3))
+            for i in range(30) for d in DOCUMENTS]
+    urgent = "urgent?"
+    urgent_tokens = len(embed_engine.inputs.tokenize([urgent], input_type="document")[0])
+    assert urgent_tokens < min(len(ids) for ids in embed_engine.inputs.tokenize(bulk, input_type="document"))
+    alone = (await embed_engine.embed(bulk + [urgent])).embeddings
+
+    steps: list[list[int]] = []  # the prompt lengths of the requests each step finished
+    previous = embed_engine.stats.on_step
+    embed_engine.stats.on_step = lambda _, it: it is not None and steps.append(
+        [done.num_prompt_tokens for done in it.finished_requests])
+    try:
+        results: dict[str, np.ndarray] = {}
+
+        async def run(name: str, text: str, priority: int) -> None:
+            results[name] = (await embed_engine.embed([text], priority=priority)).embeddings[0]
+
+        tasks = [asyncio.create_task(run(f"bulk{i}", text, 5)) for i, text in enumerate(bulk)]
+        requests = embed_engine._engine.output_processor.request_states
+        while len(requests) + len(results) < len(bulk):  # every bulk call has reached vLLM
+            await asyncio.sleep(0.001)
+        waiting = len(bulk) - len(results)
+        tasks.append(asyncio.create_task(run("urgent", urgent, 0)))
+        await asyncio.gather(*tasks)
+    finally:
+        embed_engine.stats.on_step = previous
+    assert waiting > len(bulk) // 2  # bulk was queued and part-way when the urgent input came
+    urgent_steps = [finished for finished in steps if urgent_tokens in finished]
+    assert urgent_steps == [[urgent_tokens]], urgent_steps  # its step finished it alone
+    assert sum(map(len, steps)) >= len(bulk) + 1
+    for i in range(len(bulk)):
+        assert np.allclose(results[f"bulk{i}"], alone[i], atol=1e-5), i
+    assert np.allclose(results["urgent"], alone[-1], atol=1e-5)
+
+
 async def test_cached_vectors_are_the_computed_ones_bit_for_bit_and_scoped(embed_engine):
     from serving.engines.cache import EmbeddingCache
 
