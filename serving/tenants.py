@@ -1,7 +1,8 @@
 """Tenants: who a request comes from (by its API key), which lane it runs in, and its quotas.
 
-No Ray and no HTTP: the routes look a key up here, the pipeline asks for admission before a request
-reaches a model and charges its input tokens after, and turns a refusal into 429 with Retry-After.
+No Ray and no HTTP: the ingress's `TenantGate` looks a key up here and asks for admission before the
+request's body is read (a refusal becomes 429 with Retry-After); the pipeline charges its input
+tokens once the model has read them.
 
 Quotas are token buckets, one per tenant and quota, kept by each ingress replica. With N ingress
 replicas each keeps 1/N of the quota, so the cluster admits at most the quota, and all of it when

@@ -1,15 +1,58 @@
 """ASGI middleware of the ingress: limits enforced before a request reaches a route.
 
-Both answer in the API's error shape. Ray Serve's own limits would answer in plain text.
+Each answers in the API's error shape. Ray Serve's own limits would answer in plain text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from serving.api.errors import RequestTooLarge, RouterBusy
+from serving.api.errors import QuotaExceeded, RequestTooLarge, RouterBusy
+from serving.api.timing import clock_of
+from serving.tenants import TENANT_KEY, Tenants, retry_after
 
 Scope = dict[str, Any]
+UNROUTED = "unrouted"  # the `endpoint` label of a request answered before routing (over its quota)
+
+
+class TenantGate:
+    """The caller's tenant, from its bearer key, and its quotas, before the body is read.
+
+    A request over its tenant's quota gets 429 (Retry-After) here: a client that ignores Retry-After
+    costs no body read, parsing, validation or routing. The tenant is left in the scope for the
+    routes; a request without a known key goes on to them, and they answer 401. Probes are exempt,
+    and only POSTs (the API's model calls) count towards a quota."""
+
+    def __init__(self, app, tenants: Tenants, exempt_paths: frozenset[str]):
+        self.app = app
+        self.tenants = tenants
+        self.exempt_paths = exempt_paths
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt_paths:
+            return await self.app(scope, receive, send)
+        tenant = self.tenants.find(bearer_key(scope))  # never log the key
+        if tenant is not None:
+            scope[TENANT_KEY] = tenant
+            clock = clock_of(scope)
+            clock.tenant = tenant.name  # the label of its metrics
+            wait_s = tenant.admit() if scope.get("method") == "POST" else 0.0
+            if wait_s:
+                clock.endpoint, clock.code = UNROUTED, QuotaExceeded.code
+                error = QuotaExceeded(f"tenant {tenant.name!r} is over its quota; retry in {wait_s:.2f} s",
+                                      headers=retry_after(wait_s))
+                return await error.response()(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def bearer_key(scope: Scope) -> bytes:
+    """The key of an `Authorization: Bearer <key>` header as sent (bytes, as the configured keys are
+    compared: UTF-8), parsed as FastAPI's HTTPBearer does; else b""."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, key = value.partition(b" ")
+            return key.strip() if scheme.lower() == b"bearer" else b""
+    return b""
 
 
 class BodySizeLimit:

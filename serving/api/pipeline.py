@@ -1,5 +1,5 @@
-"""The steps every route shares, whatever its dialect: clock -> check limits -> tenant's quotas ->
-router -> result.
+"""The steps every route shares, whatever its dialect: clock -> check limits -> router -> result
+(the tenant's quotas were checked before the body was read: `serving.api.middleware.TenantGate`).
 
 A dialect's route converts its request to an `EmbeddingRequest` / `RerankRequest`, runs it through
 here, and converts the result back. The `ApiService` (the router deployment) never learns which
@@ -19,12 +19,12 @@ import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from serving.api.errors import ApiError, QuotaExceeded, RequestTooLarge, ValidationFailed
+from serving.api.errors import ApiError, RequestTooLarge, ValidationFailed
 from serving.api.protocol import DecodeRequest, EmbeddingRequest, ModelList, RerankRequest, TokenizeRequest
 from serving.api.timing import RequestClock, clock_of
 from serving.config import AppConfig, LimitsConfig
 from serving.quantization import CalibrationError, Quantizer
-from serving.tenants import TENANT_KEY, Tenant, retry_after
+from serving.tenants import TENANT_KEY, Tenant
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
@@ -78,7 +78,7 @@ class Pipeline:
         with clock.track(endpoint, self._label(body.model)):
             inputs = body.inputs()
             check_embed_limits(inputs, self.config.limits)
-            tenant = admit(request)
+            tenant = tenant_of(request)
             clock.inputs, clock.chars, clock.dimensions = len(inputs), _chars(inputs), body.dimensions
             model, vectors, tokens = await self.service.embed(body, routing_key(request, body.request_id), clock,
                                                               tenant)
@@ -105,7 +105,7 @@ class Pipeline:
         with clock.track(endpoint, self._label(bodies[0].model)):
             for body in bodies:
                 check_rerank_limits(body.query, body.texts(), body.instruction, self.config.limits)
-            tenant = admit(request)
+            tenant = tenant_of(request)
             clock.inputs = sum(len(body.texts()) for body in bodies)
             clock.chars = sum(len(body.query) * len(body.texts()) + _chars(body.texts()) for body in bodies)
             key = routing_key(request, bodies[0].request_id)  # one key: an alias sends every part to one model
@@ -119,7 +119,6 @@ class Pipeline:
         clock = clock_of(request.scope)
         with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.texts, self.config.limits)
-            admit(request)
             model, tokens = await self.service.tokenize(body, routing_key(request))
             clock.model = self._label(model)
             return tokens
@@ -128,21 +127,15 @@ class Pipeline:
         clock = clock_of(request.scope)
         with clock.track(endpoint, self._label(body.model)):
             check_embed_limits(body.ids, self.config.limits)
-            admit(request)
             model, texts = await self.service.decode(body, routing_key(request))
             clock.model = self._label(model)
             return texts
 
 
-def admit(request: Request) -> Tenant:
-    """The caller's tenant (the routes' auth put it in the scope), once its quotas admit one more
-    request; over a quota, 429 with the wait in Retry-After."""
-    tenant: Tenant = request.scope[TENANT_KEY]
-    wait_s = tenant.admit()
-    if wait_s:
-        raise QuotaExceeded(f"tenant {tenant.name!r} is over its quota; retry in {wait_s:.2f} s",
-                            headers=retry_after(wait_s))
-    return tenant
+def tenant_of(request: Request) -> Tenant:
+    """The caller's tenant, which `serving.api.middleware.TenantGate` found by its key and admitted
+    past its quotas before the body was read."""
+    return request.scope[TENANT_KEY]
 
 
 def _chars(inputs: list) -> int:

@@ -15,12 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.api.dialects import cohere, infinity, native, tei, vllm
 from serving.api.errors import Unauthorized, install_error_handlers
-from serving.api.middleware import BodySizeLimit, ConcurrencyLimit
+from serving.api.middleware import BodySizeLimit, ConcurrencyLimit, TenantGate
 from serving.api.pipeline import ApiService, Pipeline
 from serving.api.protocol import ErrorResponse, ModelList, ReadyResponse
 from serving.api.timing import RequestTimer, clock_of
 from serving.api.tracing import record_spans, tracer_from_env
-from serving.tenants import TENANT_KEY, Tenant, Tenants
+from serving.tenants import TENANT_KEY, Tenants
 
 PROBES = frozenset({"/health", "/ready", "/metrics"})  # never auth'd, never turned away when busy
 
@@ -37,15 +37,17 @@ def build_api(service: ApiService) -> FastAPI:
     config = service.config
     app = FastAPI(title="Qwen3 embedding & rerank API", version="1")
     install_error_handlers(app)
-    # Each added middleware wraps the ones before it: the clock starts first, then the body limit
-    # applies before a request counts towards the concurrency limit.
+    # Each added middleware wraps the ones before it: the clock starts first, then the tenant's quotas
+    # apply before the body is read, and the body limit before a request counts towards the
+    # concurrency limit.
+    tenants = Tenants.from_config(config)
     app.add_middleware(ConcurrencyLimit, max_ongoing=config.router.max_ongoing_requests,
                        retry_after_s=config.router.retry_after_s, exempt_paths=PROBES)
     app.add_middleware(BodySizeLimit, max_bytes=config.limits.body_limit_bytes)
+    app.add_middleware(TenantGate, tenants=tenants, exempt_paths=PROBES)
     tracer = tracer_from_env()
     app.add_middleware(RequestTimer, on_response=service.record,
                        on_sent=functools.partial(record_spans, tracer) if tracer is not None else None)
-    tenants = Tenants.from_config(config)
     authorise = _bearer_auth(tenants)
     auth_errors = (401,) if tenants.auth else ()
     post_statuses = (400, *auth_errors, 404, 413, 422, 429, 503)
@@ -86,26 +88,18 @@ def build_api(service: ApiService) -> FastAPI:
 
 
 def _bearer_auth(tenants: Tenants):
-    """The dependency every API route runs: the caller's tenant from its bearer key (401 without a
-    known key), kept in the request's scope for the pipeline."""
+    """The dependency every API route runs: 401 unless `TenantGate` found the caller's tenant by its
+    bearer key (it left it in the scope, for the pipeline)."""
     if not tenants.auth:
-        async def open_access(request: Request) -> None:
-            identify(request, tenants.open_access)
+        async def open_access() -> None:
+            pass
 
         return open_access
-    # Declares the bearer scheme in /openapi.json; the check itself is ours, to answer in our error shape.
+    # Declares the bearer scheme in /openapi.json; the check itself is the gate's, answered in our error shape.
     bearer = HTTPBearer(auto_error=False, description="An API key of one of the configured tenants.")
 
     async def authorise(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        supplied = credentials.credentials.strip().encode(errors="surrogateescape") if credentials else b""
-        tenant = tenants.find(supplied)  # never log the supplied value
-        if tenant is None:
+        if TENANT_KEY not in request.scope:
             raise Unauthorized("missing or invalid API key; send `Authorization: Bearer <key>`")
-        identify(request, tenant)
 
     return authorise
-
-
-def identify(request: Request, tenant: Tenant) -> None:
-    request.scope[TENANT_KEY] = tenant
-    clock_of(request.scope).tenant = tenant.name  # the label of its metrics

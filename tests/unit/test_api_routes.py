@@ -150,3 +150,44 @@ def test_metric_labels_are_only_configured_model_names():
     c.post("/v1/embeddings", json={"model": "e", "input": "a"})
     c.post("/v1/embeddings", json={"model": "random-name-123", "input": "a"})
     assert [clock.model for clock in service.tracked] == ["e", "unknown"]
+
+
+def test_a_request_over_its_quota_is_refused_before_its_body_is_read():
+    """TenantGate: a refusal costs no body read; it is counted under its tenant, and other tenants and
+    the probes pass."""
+    import asyncio
+
+    service = FakeService(tenants=[{"name": "paced", "keys": ["p"], "requests_per_s": 1, "burst_s": 1},
+                                   {"name": "other", "keys": ["o"], "requests_per_s": 1, "burst_s": 1}])
+    app = build_api(service)
+    body = {"model": "e", "input": "a"}
+    assert TestClient(app).post("/v1/embeddings", json=body, headers={"Authorization": "Bearer p"}).status_code == 200
+
+    async def unread_call(key: bytes) -> list[dict]:
+        path = "/v1/embeddings"
+        sent: list[dict] = []
+
+        async def receive():
+            raise AssertionError("the body was read")
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": [(b"authorization", b"Bearer " + key), (b"content-type", b"application/json"),
+                             (b"content-length", b"30")],
+                 "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("c", 1), "root_path": ""}
+        await app(scope, receive, send)
+        return sent
+
+    start, body_sent = asyncio.run(unread_call(b"p"))[:2]
+    headers = dict(start["headers"])
+    assert start["status"] == 429 and int(headers[b"retry-after"]) == 1 and 0 < int(headers[b"retry-after-ms"]) <= 1000
+    assert b'"code":"quota_exceeded"' in body_sent["body"] and b"paced" in body_sent["body"]
+    refused = service.tracked[-1]
+    assert (refused.tenant, refused.endpoint, refused.status, refused.code) == ("paced", "unrouted", 429, "quota_exceeded")
+    c = TestClient(app)
+    assert c.get("/health", headers={"Authorization": "Bearer p"}).status_code == 200  # probes are exempt
+    assert c.post("/v1/embeddings", json=body, headers={"Authorization": "Bearer o"}).status_code == 200
+    assert c.get("/v1/models", headers={"Authorization": "Bearer p"}).status_code == 200  # only POSTs count
+    assert c.post("/v1/embeddings", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
