@@ -65,8 +65,10 @@ def tenants(path, result):
     lanes, cache, quotas = phases["lanes"], phases["cache"], phases["quotas"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     ax = axes[0]
-    cases = [("alone", lanes["alone"]), ("flood, lanes", lanes["with_lanes"]["search"]),
-             ("flood, no lanes", lanes["without_lanes"]["search"])]
+    cases = [("alone", lanes["alone"]), ("flood, lanes", lanes["with_lanes"]["search"])]
+    if "with_lanes_vllm_steps" in lanes:  # results since the lane scheduler
+        cases.append(("flood, lanes,\nvLLM's steps", lanes["with_lanes_vllm_steps"]["search"]))
+    cases.append(("flood, no lanes", lanes["without_lanes"]["search"]))
     xs = range(len(cases))
     ax.bar([x - 0.2 for x in xs], [c["p50_ms"] for _, c in cases], 0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], [c["p99_ms"] for _, c in cases], 0.4, label="p99")

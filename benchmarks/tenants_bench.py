@@ -50,6 +50,7 @@ import yaml
 from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_models, machine_info, versions
 from benchmarks.procs import clean_env, stop, wait_ready
 from benchmarks.venvs import REPO_ROOT, plot
+from serving.config import EmbedModelConfig
 from serving.ports import reserve_port
 
 logger = logging.getLogger("tenants_bench")
@@ -59,15 +60,19 @@ CACHE_BYTES = 256 << 20
 
 
 def app_config(models: dict[str, Path], port: int, dtype: str, enforce_eager: bool,
-               max_num_batched_tokens: int | None = None) -> dict[str, Any]:
+               max_num_batched_tokens: int | None = None, urgent_step_ms: float | None = None) -> dict[str, Any]:
     engine = {"model": str(models["embedding"]), "dtype": dtype, "max_model_len": 1024, "cpu_kvcache_space_gib": 1,
               "cpu_omp_threads_bind": "0-1", "enforce_eager": enforce_eager}
+    if urgent_step_ms:
+        engine["urgent_step_ms"] = urgent_step_ms
     if max_num_batched_tokens:
         engine["max_num_batched_tokens"] = max_num_batched_tokens
     scaling = {"max_ongoing_requests": 64, "max_queued_requests": 1024}
     cpu = {"accelerator": "cpu", "cpus_per_shard": 0.5}
     return {
         "models": [{"name": "embed", "kind": "embed", "engine": engine, "scaling": scaling, "resources": cpu},
+                   {"name": "embed-vllm-steps", "kind": "embed", "engine": engine | {"urgent_step_ms": None},
+                    "scaling": scaling, "resources": cpu},
                    {"name": "embed-cached", "kind": "embed", "engine": engine, "scaling": scaling, "resources": cpu,
                     "cache": {"max_bytes": CACHE_BYTES}}],
         "tenants": [{"name": "search", "keys": [KEYS["search"]]},
@@ -168,7 +173,7 @@ def summary(results: list[tuple[int, float]], seconds: float) -> dict[str, Any]:
     ok = [t for status, t in results if status == 200]
     return {"requests": len(results), "ok": len(ok), "refused": len(results) - len(ok), "seconds": round(seconds, 2),
             "ok_per_s": round(len(ok) / seconds, 2), "refused_per_s": round((len(results) - len(ok)) / seconds, 2),
-            "p50_ms": pct(ok, 50), "p99_ms": pct(ok, 99), "mean_ms": round(float(np.mean(ok)) * 1000, 1) if ok else None}
+            "p50_ms": pct(ok, 50), "p90_ms": pct(ok, 90), "p99_ms": pct(ok, 99), "max_ms": pct(ok, 100), "mean_ms": round(float(np.mean(ok)) * 1000, 1) if ok else None}
 
 
 async def cache_counts(client: httpx.AsyncClient, inputs: float = 0) -> dict[str, float]:
@@ -197,27 +202,37 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         load = Load(client)
         fresh = iter(f"query {i}: {q}" for i, q in enumerate(queries * 100))
-        one = ({"model": "embed", "input": [next(fresh)], "input_type": "query"} for _ in iter(int, 1))
+        def one(model: str = "embed"):
+            return ({"model": model, "input": [next(fresh)], "input_type": "query"} for _ in iter(int, 1))
+
         docs = iter(f"passage {i}: " + " ".join(queries[(i + k) % len(queries)] for k in range(4))
                     for i in range(10**9))
-        batch = ({"model": "embed", "input": [next(docs) for _ in range(32)]} for _ in iter(int, 1))
+
+        def batch(model: str = "embed"):
+            return ({"model": model, "input": [next(docs) for _ in range(32)]} for _ in iter(int, 1))
+
         models = (await client.get("/v1/models", headers={"Authorization": f"Bearer {KEYS['search']}"})).json()
         out: dict[str, Any] = {"engines": {m["id"]: {k: m.get(k) for k in ("dtype", "max_num_batched_tokens", "max_num_seqs")}
                                            for m in models["data"]}}
         # warm-up: both engines, every request path
         await load.closed_loop("neighbour", ({"model": m, "input": ["warm up"], "input_type": "query"}
-                                             for m in ("embed", "embed-cached") * 10**6), 4, 5)
-        await load.closed_loop("bulk", batch, 8, 5)
+                                             for m in ("embed", "embed-cached", "embed-vllm-steps") * 10**6), 4, 6)
+        for model in ("embed", "embed-vllm-steps"):
+            await load.closed_loop("bulk", batch(model), 8, 5)
 
         logger.info("lanes: search alone")
         rate, seconds = args.query_rate, args.seconds
         out["lanes"] = {"query_rate": rate, "flood": "32 inputs per request, concurrency 32"}
-        out["lanes"]["alone"] = await load.open_loop("search", one, rate, seconds)
-        for flood_tenant, label in (("bulk", "with_lanes"), ("bulk-same-lane", "without_lanes")):
-            logger.info("lanes: search beside %s", flood_tenant)
-            flood = asyncio.create_task(load.closed_loop(flood_tenant, batch, 32, seconds + 4))
+        out["lanes"]["alone"] = await load.open_loop("search", one(), rate, seconds)
+        # with_lanes: our lane scheduler (urgent_step_ms, the default); with_lanes_vllm_steps: vLLM's
+        # scheduler with the same priorities; without_lanes: one priority for both tenants.
+        for flood_tenant, model, label in (("bulk", "embed", "with_lanes"),
+                                           ("bulk", "embed-vllm-steps", "with_lanes_vllm_steps"),
+                                           ("bulk-same-lane", "embed", "without_lanes")):
+            logger.info("lanes: search beside %s on %s", flood_tenant, model)
+            flood = asyncio.create_task(load.closed_loop(flood_tenant, batch(model), 32, seconds + 4))
             await asyncio.sleep(2)  # the flood fills the engine's queue first
-            searched = await load.open_loop("search", one, rate, seconds)
+            searched = await load.open_loop("search", one(model), rate, seconds)
             flooded = await flood
             out["lanes"][label] = {"search": searched, "flood": flooded | {"inputs_per_s": round(32 * flooded["ok_per_s"], 1)}}
             alone_p99 = out["lanes"]["alone"]["p99_ms"]
@@ -241,7 +256,7 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
             out["cache"]["embed-cached"]["ok_per_s"] / out["cache"]["embed"]["ok_per_s"], 2)
 
         logger.info("quotas")
-        near = ({"model": "embed", "input": [next(fresh)], "input_type": "query"} for _ in iter(int, 1))
+        near = one()
         out["quotas"] = {"limited_quota_per_s": 5, "limited_sends_per_s": 20, "neighbour_concurrency": 4}
         out["quotas"]["neighbour_alone"] = await load.closed_loop("neighbour", near, 4, seconds)
         # `limited` sends 4x its quota at a steady rate: the over-quota tenant of the issue
@@ -260,7 +275,6 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
 def vllm_stream(models: dict[str, Path], args: argparse.Namespace, queries: list[str], stream: list[int],
                 work: Path) -> dict[str, Any]:
     """`vllm serve` on the cache phase's stream, sent the instruction-formatted queries."""
-    from serving.config import EmbedModelConfig
     from serving.reference import get_detailed_instruct
 
     task = EmbedModelConfig().default_instruction
@@ -301,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="the engines' token budget per step (vLLM's default if unset): the step an urgent "
                              "query waits for")
+    parser.add_argument("--urgent-step-ms", type=float, default=None,
+                        help="`embed`'s urgent_step_ms (the config's default if unset; `embed-vllm-steps` has none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = datetime.now(timezone.utc)
@@ -310,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tenants-bench-"))
     port = reserve_port()
     (work / "app.yaml").write_text(yaml.safe_dump(app_config(models, port, args.dtype, args.enforce_eager,
-                                                             args.max_num_batched_tokens)))
+                                                             args.max_num_batched_tokens, args.urgent_step_ms)))
     log = work / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--config", str(work / "app.yaml")],
@@ -327,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             phases["cache"]["embed-cached"]["ok_per_s"] / phases["cache"]["vllm_serve"]["ok_per_s"], 2)
     result = {"benchmark": "tenants", "started": started.isoformat(), "shape": args.shape, "dtype": args.dtype,
               "max_num_batched_tokens": args.max_num_batched_tokens,
+              "urgent_step_ms": args.urgent_step_ms or EmbedModelConfig().urgent_step_ms,
               "argv": argv if argv is not None else sys.argv[1:], "machine": machine_info(), "versions": versions(),
               "phases": phases}
     budget = f"-mnbt{args.max_num_batched_tokens}" if args.max_num_batched_tokens else ""

@@ -86,7 +86,7 @@ class EmbedModelConfig(EngineConfig):
         True, description="Inputs longer than max_model_len are truncated (keeping the EOS) if true, rejected if false.")
     urgent_step_ms: float | None = Field(
         50, gt=0, description="With `scheduling_policy: priority`, while two lanes (request priorities) share the "
-                              "engine and the more urgent one sent a request in the last 2 s: a step with urgent "
+                              "engine and the more urgent one sent a request in the last minute: a step with urgent "
                               "input holds only that input, and every other step is sized from the engine's "
                               "measured tokens/s to take about this long, so an urgent input waits about this "
                               "much for the step under way. With one lane, vLLM's scheduler and token budget. "

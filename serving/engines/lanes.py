@@ -24,9 +24,10 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 ADDITIONAL_KEY = "qwen3_urgent_step_ms"
-HOLD_S = 2.0  # the urgent lane counts as active this long after its last arrival
+# The urgent lane counts as active this long after its last arrival. Long: the first urgent input after
+# the lane went quiet waits for a whole unpaced step (a second or two of a 0.6B model on two CPU cores).
+HOLD_S = 60.0
 MIN_STEP_TOKENS = 16  # a paced step never holds fewer tokens (per-step overhead)
-LEARN_MIN_TOKENS = 64  # steps smaller than this are mostly overhead: they do not set the rate
 RATE_WEIGHT = 0.3  # weight of the newest step in the moving average of tokens/s
 
 
@@ -48,7 +49,11 @@ class Lanes:
         return min(self.last_seen, default=None)
 
     def learn(self, tokens: int, seconds: float) -> None:
-        if tokens >= LEARN_MIN_TOKENS and seconds > 0:
+        """A step of ``tokens`` took ``seconds``. Steps of every size count: a step's fixed overhead makes
+        small steps slower per token, so the budget (rate x step_s) settles where a step, overhead
+        included, takes step_s (n = rate(n) * step_s has one fixed point, reached while the overhead is
+        under step_s). Urgent-only steps are not fed in: they are not the paced kind."""
+        if tokens >= MIN_STEP_TOKENS and seconds > 0:
             rate = tokens / seconds
             self.tokens_per_s = rate if self.tokens_per_s is None else (
                 RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.tokens_per_s)
@@ -116,7 +121,8 @@ class LaneScheduler(Scheduler):
         finally:
             self.running[:0] = plan.sit_out
             self.max_num_scheduled_tokens, self.max_num_running_reqs = self.full_budget, self.max_running
-        self._step = (time.monotonic(), output.total_num_scheduled_tokens)
+        self._step = None if plan.sit_out or plan.budget < paced else (
+            time.monotonic(), output.total_num_scheduled_tokens)
         return output
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:

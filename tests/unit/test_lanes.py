@@ -43,7 +43,7 @@ def test_less_urgent_work_is_paced_while_the_urgent_lane_is_active():
 
 
 def test_the_urgent_lane_is_the_lowest_priority_seen_within_the_hold():
-    lanes = Lanes(hold_s=2.0)
+    lanes = Lanes(hold_s=2.0)  # HOLD_S is a minute; the rule is the same
     assert lanes.urgent(now=0.0) is None
     lanes.saw(10, now=0.0)
     lanes.saw(0, now=1.0)
@@ -56,7 +56,7 @@ def test_the_urgent_lane_is_the_lowest_priority_seen_within_the_hold():
 def test_paced_budget_follows_the_measured_rate():
     lanes = Lanes()
     assert lanes.paced_budget(0.05, FULL) == FULL  # nothing measured yet: vLLM's budget
-    lanes.learn(tokens=20, seconds=0.05)  # a tiny step is mostly overhead: not a rate
+    lanes.learn(tokens=MIN_STEP_TOKENS - 1, seconds=0.05)  # below a paced step's floor: not a rate
     assert lanes.tokens_per_s is None
     lanes.learn(tokens=2000, seconds=1.0)
     assert lanes.paced_budget(0.05, FULL) == 100
@@ -65,3 +65,18 @@ def test_paced_budget_follows_the_measured_rate():
     assert lanes.paced_budget(10.0, FULL) == FULL
     lanes.tokens_per_s = 10.0
     assert lanes.paced_budget(0.05, FULL) == MIN_STEP_TOKENS
+
+
+def test_paced_steps_settle_where_a_step_with_its_overhead_takes_the_target():
+    """Steps cost 10 ms + 0.5 ms per token: a 50 ms step holds 80 tokens. Learning from the paced
+    steps themselves converges there, from a budget far too big or far too small."""
+    def seconds(tokens: int) -> float:
+        return 0.010 + tokens / 2000
+
+    for first in (FULL, MIN_STEP_TOKENS):
+        lanes = Lanes()
+        lanes.learn(first, seconds(first))
+        for _ in range(40):
+            budget = lanes.paced_budget(0.05, FULL)
+            lanes.learn(budget, seconds(budget))
+        assert abs(lanes.paced_budget(0.05, FULL) - 80) <= 2
