@@ -50,21 +50,20 @@ import yaml
 from benchmarks.engine_bench import MODELS_DIR, RESULTS_DIR, SHAPES, ensure_models, machine_info, versions
 from benchmarks.procs import clean_env, stop, wait_ready
 from benchmarks.venvs import REPO_ROOT, plot
-from serving.config import EmbedModelConfig
 from serving.ports import reserve_port
 
 logger = logging.getLogger("tenants_bench")
 KEYS = {"search": "k-search", "bulk": "k-bulk", "bulk-same-lane": "k-bulk-same-lane", "limited": "k-limited",
         "neighbour": "k-neighbour"}
 CACHE_BYTES = 256 << 20
+URGENT_STEP_MS = 50.0  # `embed`'s lane scheduler (opt-in in the config)
 
 
 def app_config(models: dict[str, Path], port: int, dtype: str, enforce_eager: bool,
                max_num_batched_tokens: int | None = None, urgent_step_ms: float | None = None) -> dict[str, Any]:
     engine = {"model": str(models["embedding"]), "dtype": dtype, "max_model_len": 1024, "cpu_kvcache_space_gib": 1,
               "cpu_omp_threads_bind": "0-1", "enforce_eager": enforce_eager}
-    if urgent_step_ms:
-        engine["urgent_step_ms"] = urgent_step_ms
+    engine["urgent_step_ms"] = urgent_step_ms or URGENT_STEP_MS
     if max_num_batched_tokens:
         engine["max_num_batched_tokens"] = max_num_batched_tokens
     scaling = {"max_ongoing_requests": 64, "max_queued_requests": 1024}
@@ -275,6 +274,7 @@ async def run_phases(base_url: str, args: argparse.Namespace, queries: list[str]
 def vllm_stream(models: dict[str, Path], args: argparse.Namespace, queries: list[str], stream: list[int],
                 work: Path) -> dict[str, Any]:
     """`vllm serve` on the cache phase's stream, sent the instruction-formatted queries."""
+    from serving.config import EmbedModelConfig
     from serving.reference import get_detailed_instruct
 
     task = EmbedModelConfig().default_instruction
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the engines' token budget per step (vLLM's default if unset): the step an urgent "
                              "query waits for")
     parser.add_argument("--urgent-step-ms", type=float, default=None,
-                        help="`embed`'s urgent_step_ms (the config's default if unset; `embed-vllm-steps` has none)")
+                        help=f"`embed`'s urgent_step_ms ({URGENT_STEP_MS:g} if unset; `embed-vllm-steps` has none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = datetime.now(timezone.utc)
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             phases["cache"]["embed-cached"]["ok_per_s"] / phases["cache"]["vllm_serve"]["ok_per_s"], 2)
     result = {"benchmark": "tenants", "started": started.isoformat(), "shape": args.shape, "dtype": args.dtype,
               "max_num_batched_tokens": args.max_num_batched_tokens,
-              "urgent_step_ms": args.urgent_step_ms or EmbedModelConfig().urgent_step_ms,
+              "urgent_step_ms": args.urgent_step_ms or URGENT_STEP_MS,
               "argv": argv if argv is not None else sys.argv[1:], "machine": machine_info(), "versions": versions(),
               "phases": phases}
     budget = f"-mnbt{args.max_num_batched_tokens}" if args.max_num_batched_tokens else ""

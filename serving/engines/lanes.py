@@ -111,6 +111,9 @@ class LaneScheduler(Scheduler):
         waiting = getattr(self.waiting, "_heap", None)
         plan = plan_step(self.running, list(self.waiting) if waiting is None else waiting,
                          self.lanes.urgent(now), paced, self.full_budget)
+        if plan.sit_out and len(self.running) >= self.max_running:
+            # No slot for urgent input until a running request finishes: let them run, paced.
+            plan = StepPlan(paced)
         sit_out = set(map(id, plan.sit_out))
         if sit_out:
             self.running[:] = [r for r in self.running if id(r) not in sit_out]

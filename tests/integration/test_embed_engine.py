@@ -189,9 +189,19 @@ async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(embed_engin
 
 
 async def test_an_urgent_input_gets_a_step_of_its_own_and_every_answer_is_exact(embed_engine):
-    """serving.engines.lanes.LaneScheduler (on by default): the step that computes an urgent input
+    """serving.engines.lanes.LaneScheduler (`urgent_step_ms`): the step that computes an urgent input
     holds no queued or part-way bulk work (vLLM's own fills it up to the token budget), and the
     flood around it still gets the vectors it gets alone, none lost or swapped."""
+    from serving.engines.embed import EmbedEngine
+
+    engine = EmbedEngine(embed_engine.config.model_copy(update={"urgent_step_ms": 50}))  # opt-in
+    try:
+        await _urgent_step_of_its_own(engine)
+    finally:
+        engine.shutdown()
+
+
+async def _urgent_step_of_its_own(embed_engine):
     assert embed_engine._engine.vllm_config.scheduler_config.scheduler_cls.endswith("LaneScheduler")
     bulk = [f"{d} ({i}) " + " ".join(DOCUMENTS[(i + k) % len(DOCUMENTS)] for k in range(3))
             for i in range(30) for d in DOCUMENTS]
