@@ -95,6 +95,8 @@ class LaneScheduler(Scheduler):
         self.lanes = Lanes()
         self.full_budget = self.max_num_scheduled_tokens
         self.max_running = self.max_num_running_reqs
+        # vLLM 0.32 admits from the waiting queue up to max_num_active_reqs and asserts max_num_running_reqs.
+        self.max_active = getattr(self, "max_num_active_reqs", None)
         # Without chunked prefill an input longer than a paced budget could never be scheduled.
         self.pace = self.step_s is not None and self.scheduler_config.enable_chunked_prefill
         self._step: tuple[float, int] | None = None
@@ -118,15 +120,23 @@ class LaneScheduler(Scheduler):
         if sit_out:
             self.running[:] = [r for r in self.running if id(r) not in sit_out]
         self.max_num_scheduled_tokens = plan.budget
-        self.max_num_running_reqs = self.max_running - len(plan.sit_out)  # room for them when they return
+        self._limit_running(len(plan.sit_out))  # room for them when they return
         try:
             output = super().schedule(*args, **kwargs)
         finally:
             self.running[:0] = plan.sit_out
-            self.max_num_scheduled_tokens, self.max_num_running_reqs = self.full_budget, self.max_running
+            self.max_num_scheduled_tokens = self.full_budget
+            self._limit_running(0)
         self._step = None if plan.sit_out or plan.budget < paced else (
             time.monotonic(), output.total_num_scheduled_tokens)
         return output
+
+    def _limit_running(self, held_back: int) -> None:
+        """While ``held_back`` running requests sit a step out, the step may admit only as many new
+        ones as leave a slot for each of them."""
+        self.max_num_running_reqs = self.max_running - held_back
+        if self.max_active is not None:
+            self.max_num_active_reqs = self.max_active - held_back
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         if self._step is not None:

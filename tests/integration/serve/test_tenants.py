@@ -127,7 +127,8 @@ def test_a_tenants_lane_runs_ahead_of_a_bulk_tenants_queued_work(base_url):
 
     (urgent, urgent_t), (peer, peer_t), flood_t = asyncio.run(scenario())
     assert urgent_t < peer_t
-    assert int(urgent.headers["x-queue-time"]) < int(peer.headers["x-queue-time"])
+    # whole milliseconds: both read 0 in one CI run, so equal counts too
+    assert int(urgent.headers["x-queue-time"]) <= int(peer.headers["x-queue-time"])
     assert sum(t > urgent_t for t in flood_t) >= len(flood_t) // 2
 
 
