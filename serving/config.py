@@ -85,12 +85,12 @@ class EmbedModelConfig(EngineConfig):
     truncate: bool = Field(
         True, description="Inputs longer than max_model_len are truncated (keeping the EOS) if true, rejected if false.")
     urgent_step_ms: float | None = Field(
-        None, gt=0, description="Opt-in (e.g. 50), with `scheduling_policy: priority`: while two lanes (request "
-                                "priorities) share the engine and the more urgent one sent a request in the last "
-                                "minute, a step with urgent input holds only that input, and every other step is "
-                                "sized from the engine's measured tokens/s to take about this long, so an urgent "
-                                "input waits about this much for the step under way. None: vLLM's scheduler (an "
-                                "urgent input can wait two full steps).")
+        50, gt=0, description="With `scheduling_policy: priority`: while two lanes (request priorities) share the "
+                              "engine and the more urgent one sent a request in the last minute, a step with "
+                              "urgent input holds only that input, and every other step is sized from the "
+                              "engine's measured tokens/s to take about this long, so an urgent input waits about "
+                              "this much for the step under way. With one lane it changes nothing. None: vLLM's "
+                              "scheduler (an urgent input can wait two full steps).")
 
     @model_validator(mode="after")
     def _check_template(self) -> EmbedModelConfig:

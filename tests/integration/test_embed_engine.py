@@ -158,7 +158,16 @@ async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine
     assert cosines(vectors, (await embed_engine.embed(DOCUMENTS)).embeddings).min() >= COSINE_MIN
 
 
-async def lane_order(engine, call, bulk: list, n_before: int = 0) -> tuple[list[str], int]:
+def bulk_texts(rounds: int) -> list[str]:
+    """``rounds`` x 8 distinct documents of 4 of the test texts each: long enough that the engine is
+    still on the bulk when a call made after it arrives (with one text each, the tiny model had finished
+    up to 130 of 320 (vLLM's scheduler) or 181 (the lane scheduler, in a CI run) before the urgent
+    call's step, and the finishing order said little of priority)."""
+    return [f"{d} ({i}) " + " ".join(DOCUMENTS[(i + k) % len(DOCUMENTS)] for k in range(3))
+            for i in range(rounds) for d in DOCUMENTS]
+
+
+async def lane_order(engine, call, bulk: list) -> tuple[list[str], int]:
     """Queue ``bulk`` (one call per item at priority 5), then once all of them are in the engine, one
     call at priority 0 ("urgent") and one more at 5 ("peer"): the order calls finished in, and how
     many bulk calls were still waiting when the two came."""
@@ -178,33 +187,38 @@ async def lane_order(engine, call, bulk: list, n_before: int = 0) -> tuple[list[
     return done, waiting
 
 
-async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(embed_engine):
-    """vLLM's priority scheduling holds for pooling requests: a priority-0 input submitted behind
-    hundreds of priority-5 ones finishes long before them; one more at 5 still waits its turn."""
-    bulk = [f"{d} ({i})" for i in range(40) for d in DOCUMENTS]
-    done, waiting = await lane_order(embed_engine, lambda text, p: embed_engine.embed([text], priority=p), bulk)
+async def priority_runs_ahead(engine) -> None:
+    bulk = bulk_texts(40)
+    done, waiting = await lane_order(engine, lambda text, p: engine.embed([text], priority=p), bulk)
     assert waiting > len(bulk) // 2  # the bulk was queued when the two came: the test can tell the orders apart
     assert done.index("urgent") < len(done) - waiting // 2
     assert done.index("peer") >= len(done) - 8  # behind every bulk call but the last step's
 
 
-async def test_an_urgent_input_gets_a_step_of_its_own_and_every_answer_is_exact(embed_engine):
-    """serving.engines.lanes.LaneScheduler (`urgent_step_ms`): the step that computes an urgent input
-    holds no queued or part-way bulk work (vLLM's own fills it up to the token budget), and the
-    flood around it still gets the vectors it gets alone, none lost or swapped."""
+async def test_priority_runs_ahead_of_queued_work(embed_engine):
+    """A priority-0 input submitted behind hundreds of priority-5 ones finishes long before them; one
+    more at 5 still waits its turn (the lane scheduler, on by default)."""
+    await priority_runs_ahead(embed_engine)
+
+
+async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(embed_engine):
+    """vLLM's own priority scheduling holds for pooling requests too (`urgent_step_ms: null`)."""
     from serving.engines.embed import EmbedEngine
 
-    engine = EmbedEngine(embed_engine.config.model_copy(update={"urgent_step_ms": 50}))  # opt-in
+    engine = EmbedEngine(embed_engine.config.model_copy(update={"urgent_step_ms": None}))
     try:
-        await _urgent_step_of_its_own(engine)
+        assert engine._engine.vllm_config.scheduler_config.scheduler_cls is None
+        await priority_runs_ahead(engine)
     finally:
         engine.shutdown()
 
 
-async def _urgent_step_of_its_own(embed_engine):
+async def test_an_urgent_input_gets_a_step_of_its_own_and_every_answer_is_exact(embed_engine):
+    """serving.engines.lanes.LaneScheduler (`urgent_step_ms`, 50 ms by default): the step that computes
+    an urgent input holds no queued or part-way bulk work (vLLM's own fills it up to the token budget),
+    and the flood around it still gets the vectors it gets alone, none lost or swapped."""
     assert embed_engine._engine.vllm_config.scheduler_config.scheduler_cls.endswith("LaneScheduler")
-    bulk = [f"{d} ({i}) " + " ".join(DOCUMENTS[(i + k) % len(DOCUMENTS)] for k in range(3))
-            for i in range(30) for d in DOCUMENTS]
+    bulk = bulk_texts(30)
     urgent = "urgent?"
     urgent_tokens = len(embed_engine.inputs.tokenize([urgent], input_type="document")[0])
     assert urgent_tokens < min(len(ids) for ids in embed_engine.inputs.tokenize(bulk, input_type="document"))

@@ -94,9 +94,9 @@ async def test_bad_input_gets_a_clear_error(rerank_engine, query, docs):
 
 async def test_priority_runs_ahead_of_queued_work_in_vllms_scheduler(rerank_engine):
     """vLLM's priority scheduling holds for generate with logprobs too (see the embed engine's test)."""
-    from tests.integration.test_embed_engine import lane_order
+    from tests.integration.test_embed_engine import bulk_texts, lane_order
 
-    bulk = [f"{d} ({i})" for i in range(40) for d in DOCUMENTS]
+    bulk = bulk_texts(40)
     done, waiting = await lane_order(
         rerank_engine, lambda doc, p: rerank_engine.rerank(QUERIES[0], [doc], priority=p), bulk)
     assert waiting > len(bulk) // 2
