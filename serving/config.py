@@ -145,7 +145,8 @@ class ScalingConfig(_Strict):
     urgent_reserve: float = Field(
         0.1, ge=0, lt=1, description="Share of a model's in-flight bound (max_ongoing_requests + max_queued_requests) "
                                      "that only priority-0 requests may fill, so a flood of less urgent work is "
-                                     "refused before it crowds out the most urgent lane. Models in the ingress.")
+                                     "refused before it crowds out the most urgent lane. Models in the ingress, and "
+                                     "the router's queue of merged embed calls for a model behind a handle.")
     max_constructor_retry_count: int = Field(
         1, ge=1, description="Start-up failures in a row after which a deployment is marked failed instead of "
                              "retried (Ray caps it at 3 per replica). 1: a model that cannot load fails at once.")

@@ -4,8 +4,8 @@
   one hop from HAProxy, as in `vllm serve`. It holds the model's in-flight bound and this replica's
   "leaving" state (`LocalModels`: an engine of the replica died).
 - `RemoteModel`: a model deployment of its own (`placement: deployment`), reached through a Ray
-  Serve handle. It merges small embed calls, chunks large ones over replicas, and sends a call
-  again once if its replica or engine died.
+  Serve handle. It merges small embed calls (the most urgent lane first), chunks large ones over
+  replicas, and sends a call again once if its replica or engine died.
 
 Both speak `ModelClient`, and both turn engine and Ray failures into the API's error types.
 """
@@ -178,7 +178,8 @@ class RemoteModel:
         self.merger = None
         if model.kind == "embed" and app.router.merged_embed_calls_per_replica:
             self.merger = CallMerger(handle.embed_many.remote, max_in_flight=merged_calls_in_flight(model, app.router),
-                                     max_batch=self.chunk_size, max_pending=model.scaling.max_queued_requests)
+                                     max_batch=self.chunk_size, max_pending=model.scaling.max_queued_requests,
+                                     urgent_reserve=model.scaling.urgent_reserve)
 
     async def embed(self, inputs: list, **options) -> EmbedResult:
         if self.merger is not None and len(inputs) < self.chunk_size:
@@ -194,7 +195,7 @@ class RemoteModel:
     async def _merged_embed(self, inputs: list, options: dict[str, Any]) -> EmbedResult:
         """A small request shares a handle call with its concurrent neighbours."""
         try:
-            return await self.merger.submit((inputs, options), size=len(inputs))
+            return await self.merger.submit((inputs, options), size=len(inputs), priority=options.get("priority", 0))
         except QueueFull:
             raise Overloaded("model is at capacity; retry later", headers={"Retry-After": self.retry_after}) from None
         except Exception as exc:

@@ -109,6 +109,27 @@ async def test_queue_bound():
     assert await asyncio.gather(*tasks) == [10, 20]
 
 
+async def test_the_most_urgent_waiting_calls_leave_first_and_less_urgent_ones_leave_a_reserve():
+    """Behind a running call, an urgent call leaves with the next merged call, ahead of less urgent
+    calls queued before it; at the less urgent bound (10 less 20%) only priority 0 is admitted."""
+    callee = Callee()
+    merger = CallMerger(callee.send, max_in_flight=1, max_batch=4, max_pending=10, urgent_reserve=0.2)
+    first = asyncio.ensure_future(merger.submit(1, priority=5))
+    await settle()
+    bulk = [asyncio.ensure_future(merger.submit(x, size=2, priority=5)) for x in range(2, 10)]
+    await settle()
+    with pytest.raises(QueueFull):  # 8 waiting: the bound of priority 5
+        await merger.submit(99, priority=5)
+    urgent = [asyncio.ensure_future(merger.submit(x, priority=0)) for x in (100, 101)]  # the reserve
+    await settle()
+    with pytest.raises(QueueFull):
+        await merger.submit(102, priority=0)
+    callee.release.set()
+    assert await asyncio.gather(first, *bulk, *urgent) == [10 * x for x in range(1, 10)] + [1000, 1010]
+    # Priority, then arrival; a call of 4 at most: 1 + 1 + 2, then the bulk in its own order.
+    assert callee.calls == [[1], [100, 101, 2], [3, 4], [5, 6], [7, 8], [9]]
+
+
 async def test_a_wrong_result_count_is_an_error_not_a_hang():
     async def send(items):
         return items[:-1]
