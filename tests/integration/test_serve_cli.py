@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -37,6 +38,18 @@ def cannot_load(broken_embedding_checkpoint, tmp_path_factory):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         yield broken, pool.submit(run)
+
+
+def session_commands(sid: int) -> list[str]:
+    """The command lines of the processes in session ``sid``."""
+    commands = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == sid:
+                commands.append(" ".join(process.cmdline()))
+        except (OSError, psutil.Error):  # gone meanwhile
+            pass
+    return commands
 
 
 def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path, cannot_load):
@@ -70,8 +83,20 @@ def test_serve_falls_back_to_tiny_models_and_stops_on_sigterm(tmp_path, cannot_l
         embed = httpx.post(f"{url}/v1/embeddings", json={"model": "Qwen/Qwen3-Embedding-0.6B", "input": "hi"},
                            timeout=60)
         assert embed.status_code == 200 and len(embed.json()["data"][0]["embedding"]) == 128
+        # Ray's dashboard (its web front end and a process per module) is not started unless asked for:
+        # only the API server Ray itself needs, without its front end and with one module.
+        session = session_commands(proc.pid)
+        assert any("raylet" in cmd for cmd in session), session
+        assert [cmd for cmd in session if "dashboard.py" in cmd and "--disable-frontend" not in cmd] == [], session
+        assert not any(cmd.startswith("ray-dashboard-") for cmd in session), session
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+        # A clean exit leaves nothing of its session running (HAProxy, in a process group of its own,
+        # could outlive it holding the port).
+        deadline = time.monotonic() + 30
+        while session_commands(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert session_commands(proc.pid) == []
     finally:
         try:  # its own Ray instance is in its process group; `ray stop` would kill every Ray on the machine
             os.killpg(proc.pid, signal.SIGKILL)
