@@ -109,7 +109,9 @@ def test_a_tenants_lane_runs_ahead_of_a_bulk_tenants_queued_work(base_url):
     """`indexer` (priority 5) floods the engine; once its first request is answered, the rest are
     queued in vLLM, and a `search` request (priority 0) goes ahead of them, while one more `indexer`
     request sent with it waits its turn."""
-    bulk = {"model": "tiny-embed", "input": [f"bulk document {i} " * 4 for i in range(128)]}
+    # About 80 tokens an input: with 16 (one CI run), the tiny model had computed the whole flood by
+    # the time the first answer reached the client, and the last two calls met an empty queue.
+    bulk = {"model": "tiny-embed", "input": [f"bulk document {i} " * 20 for i in range(128)]}
     one = {"model": "tiny-embed", "input": ["lane test"]}
 
     async def scenario():
@@ -126,10 +128,9 @@ def test_a_tenants_lane_runs_ahead_of_a_bulk_tenants_queued_work(base_url):
             return urgent, peer, [t for _, t in done]
 
     (urgent, urgent_t), (peer, peer_t), flood_t = asyncio.run(scenario())
+    assert sum(t > urgent_t for t in flood_t) >= len(flood_t) // 2  # the flood was still queued
     assert urgent_t < peer_t
-    # whole milliseconds: both read 0 in one CI run, so equal counts too
-    assert int(urgent.headers["x-queue-time"]) <= int(peer.headers["x-queue-time"])
-    assert sum(t > urgent_t for t in flood_t) >= len(flood_t) // 2
+    assert int(urgent.headers["x-queue-time"]) < int(peer.headers["x-queue-time"])
 
 
 def test_requests_carry_their_tenants_label(base_url):
