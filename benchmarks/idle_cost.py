@@ -27,35 +27,23 @@ import psutil
 import yaml
 
 from benchmarks.engine_bench import RESULTS_DIR, machine_info, versions
-from benchmarks.procs import clean_env, stop, wait_ready
+from benchmarks.procs import clean_env, process_label, session_processes, stop, wait_ready
 from benchmarks.venvs import REPO_ROOT
 
 VARIANTS = {"default": [], "dashboard": ["--dashboard"]}
 SETTLE_S = 20  # after /ready: deployments finish starting, first metric pushes go out
 
 
-def session_cpu(sid: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of each process in session ``sid``, with its command line."""
+def session_cpu(sid: int) -> dict[int, tuple[str, str, float]]:
+    """Label, command line and CPU seconds so far of each process in session ``sid``."""
     out = {}
-    for process in psutil.process_iter():
+    for process in session_processes(sid):
         try:
-            if os.getsid(process.pid) != sid:
-                continue
             times = process.cpu_times()
-            out[process.pid] = (" ".join(process.cmdline())[:200], times.user + times.system)
-        except (OSError, psutil.Error):  # gone meanwhile
+            out[process.pid] = (process_label(process), " ".join(process.cmdline())[:200], times.user + times.system)
+        except psutil.Error:  # gone meanwhile
             pass
     return out
-
-
-def label(command: str) -> str:
-    """A short name: Ray's actor titles as they are, else the program or module."""
-    if command.startswith(("ray::", "VLLM::", "ray-dashboard-")):
-        return command.split(" ")[0]
-    for part in command.split(" "):
-        if part.endswith(".py") or part.endswith(("gcs_server", "raylet")):
-            return Path(part).name
-    return " ".join(command.split(" ")[1:4])
 
 
 def measure(config: Path, flags: list[str], seconds: float, work: Path) -> dict[str, Any]:
@@ -82,8 +70,8 @@ def measure(config: Path, flags: list[str], seconds: float, work: Path) -> dict[
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    rows = sorted(({"process": label(after[pid][0]), "command": after[pid][0],
-                    "cpu_ms_per_s": round((after[pid][1] - before[pid][1]) / seconds * 1000, 2)}
+    rows = sorted(({"process": after[pid][0], "command": after[pid][1],
+                    "cpu_ms_per_s": round((after[pid][2] - before[pid][2]) / seconds * 1000, 2)}
                    for pid in after if pid in before), key=lambda row: -row["cpu_ms_per_s"])
     return {"flags": flags, "processes": len(rows), "cpu_ms_per_s": round(sum(r["cpu_ms_per_s"] for r in rows), 1),
             "by_process": rows}

@@ -81,7 +81,21 @@ def process_label(p: psutil.Process) -> str:
         return head.split(" ")[0]
     if cmd[1:2] == ["-c"]:  # an inline script: its first words say what it is
         return Path(head).name + " -c " + " ".join(cmd[2].split())[:50]
-    return Path(head).name + (" " + " ".join(c for c in cmd[1:4] if not c.startswith("-"))[:60] if cmd[1:] else "")
+    args = " ".join(Path(c).name for c in cmd[1:4] if not c.startswith("-"))  # a script by its file name
+    return f"{Path(head).name} {args[:60]}".rstrip()
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    """The processes of session ``sid`` (a server started with ``start_new_session=True``: its pid).
+    Unlike `tree`, this finds what left the server's process tree, such as an orphaned HAProxy."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == sid:
+                found.append(process)
+        except OSError:  # gone meanwhile
+            pass
+    return found
 
 
 def tree(root: psutil.Process) -> list[psutil.Process]:

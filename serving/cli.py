@@ -190,8 +190,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     address = os.environ.get("RAY_ADDRESS") or None
+    local = address in (None, "local")  # Ray starts a new local cluster
     private_files = None  # HAProxy's files of the local cluster, removed at exit
-    if address in (None, "local"):  # Ray starts a new local cluster
+    if local:
         # The local cluster's processes inherit the ingress settings; Ray Serve reads them at import.
         env = local_ray_serve_env(config.http)
         os.environ.update(env)
@@ -205,7 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from serving.deployments.app import APP_NAME, build_app
 
-    ray.init(address=address, **({"include_dashboard": args.dashboard} if address in (None, "local") else {}))
+    ray.init(address=address, **({"include_dashboard": args.dashboard} if local else {}))
     # SIGTERM (Kubernetes, systemd) takes the same clean path as Ctrl-C. Installed after
     # ray.init, which sets a handler of its own that would abort the shutdown.
     signal.signal(signal.SIGTERM, interrupt)

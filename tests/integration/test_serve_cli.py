@@ -13,6 +13,7 @@ import psutil
 import pytest
 import yaml
 
+from benchmarks.procs import session_processes
 from serving.ports import reserve_port
 from tests.net import clean_env, wait_ready
 
@@ -43,11 +44,10 @@ def cannot_load(broken_embedding_checkpoint, tmp_path_factory):
 def session_commands(sid: int) -> list[str]:
     """The command lines of the processes in session ``sid``."""
     commands = []
-    for process in psutil.process_iter():
+    for process in session_processes(sid):
         try:
-            if os.getsid(process.pid) == sid:
-                commands.append(" ".join(process.cmdline()))
-        except (OSError, psutil.Error):  # gone meanwhile
+            commands.append(" ".join(process.cmdline()))
+        except psutil.Error:  # gone meanwhile
             pass
     return commands
 

