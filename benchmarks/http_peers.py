@@ -7,6 +7,7 @@ name). Peers that need packages we don't pin run from their own venv (``benchmar
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -120,7 +121,8 @@ def rerank_chat_template() -> str:
     return prompts.RERANK_PREFIX + pair + prompts.RERANK_SUFFIX
 
 
-def _vllm(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path, settings: EngineSettings) -> Launch:
+def _vllm(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Path, settings: EngineSettings,
+          extra_env: dict[str, str] | None = None) -> Launch:
     (task,) = tasks  # one model per vLLM server
     files = {}
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--runner", "pooling",
@@ -140,7 +142,7 @@ def _vllm(tasks: tuple[Task, ...], models: dict[str, Path], port: int, work: Pat
                     "--hf-overrides", json.dumps(overrides), "--chat-template", str(work / "qwen3_reranker.jinja"),
                     "--block-size", str(settings.rerank_block_size), "--enable-prefix-caching"]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(int(settings.cpu_kvcache_space_gib)),
-           "VLLM_CPU_OMP_THREADS_BIND": settings.cpu_omp_threads_bind}
+           "VLLM_CPU_OMP_THREADS_BIND": settings.cpu_omp_threads_bind} | (extra_env or {})
     return Launch(command, env, f"http://127.0.0.1:{port}/health", files)
 
 
@@ -209,6 +211,10 @@ PEERS: dict[str, Peer] = {
                              "(placement: deployment, http.ingress proxy, throughput_optimized false)"),
     "vllm": Peer("vllm", ("embed", "rerank"), _vllm, _OPENAI, _PATHS,
                  note="python -m vllm.entrypoints.openai.api_server --runner pooling (same vLLM as ours)"),
+    "vllm-spin10k": Peer("vllm-spin10k", ("embed", "rerank"),
+                         functools.partial(_vllm, extra_env={"GOMP_SPINCOUNT": "10000"}), _OPENAI, _PATHS,
+                         note="vllm serve with GOMP_SPINCOUNT=10000, the OpenMP spin count ours sets by default "
+                              "(engine.cpu_omp_spin_count)"),
     "infinity": Peer("infinity", ("embed",), _infinity, {"embed": "infinity-embeddings"}, {"embed": "/embeddings"},
                      venv="infinity", note="infinity_emb v2 --engine torch --device cpu, own venv",
                      unsupported={"rerank": _EMBED_ONLY_RERANK}),
@@ -225,6 +231,10 @@ PEERS: dict[str, Peer] = {
                           _OPENAI, _PATHS, multi_model=True,
                           note="ours with the model in a vLLM worker process of its own "
                                "(distributed_executor_backend mp), as vllm serve lays out a CPU engine"),
+    "ours-libgompspin": Peer("ours-libgompspin", ("embed", "rerank"), _ours(1, engine_fields={"cpu_omp_spin_count": None}),
+                             _OPENAI, _PATHS, multi_model=True,
+                             note="ours with engine.cpu_omp_spin_count null: libgomp's default spin count (300,000), "
+                                  "as before it was set"),
     "ours-haproxymetrics": Peer("ours-haproxymetrics", ("embed", "rerank"),
                                 _ours(1, http={"haproxy_request_metrics": True}), _OPENAI, _PATHS, multi_model=True,
                                 note="ours with http.haproxy_request_metrics true: HAProxy logs every request to Ray's "
@@ -237,7 +247,7 @@ PEERS: dict[str, Peer] = {
 INPROCESS = "inprocess"
 # goals: the first three
 ALL_PEERS = ("ours", "vllm", INPROCESS, "ours-routed", "infinity", "st", "ours-2replicas", "ours-nometrics",
-             "ours-mpworker", "ours-haproxymetrics")
+             "ours-mpworker", "ours-haproxymetrics", "ours-libgompspin", "vllm-spin10k")
 
 
 def prepare(peer: Peer) -> None:

