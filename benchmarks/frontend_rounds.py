@@ -2,6 +2,8 @@
 
     python -m benchmarks.frontend_rounds benchmarks/results/http-tiny-frontend-r*.json
 
+`--ours` and `--against` compare two other peers of the same runs (e.g. `--against vllm-spin10k`).
+
 One run on a noisy 2-core machine can move a point by 10-20% (a stray process, the client's share of
 the cores), so issue 27's front-end runs were repeated and are reported as the median of each
 point's ratio, with the per-process CPU per request (median) that explains it. Processes are
@@ -35,7 +37,7 @@ def cpu_ms_per_request(point: dict) -> dict[str, float]:
     return {name: seconds / point["completed"] * 1000 for name, seconds in by_role.items()}
 
 
-def summarise(paths: list[Path]) -> dict:
+def summarise(paths: list[Path], ours_peer: str = "ours", against: str = "vllm") -> dict:
     runs = [json.loads(p.read_text()) for p in paths]
     keys = sorted({(p["workload"], p["concurrency"]) for run in runs for p in run["points"]})
     table = []
@@ -45,12 +47,13 @@ def summarise(paths: list[Path]) -> dict:
             for p in run["points"]:
                 if (p["workload"], p["concurrency"]) == (workload, concurrency) and p["completed"]:
                     per_peer.setdefault(p["peer"], []).append(p)
-        ours, vllm = per_peer.get("ours", []), per_peer.get("vllm", [])
+        ours, vllm = per_peer.get(ours_peer, []), per_peer.get(against, [])
         if not ours or not vllm:
             continue
         metric = "p50_ms" if workload == "embed-short" else "req_per_s"
         ratios = [o[metric] / v[metric] for o, v in zip(ours, vllm)]  # each run's own pair, side by side
         row = {"workload": workload, "concurrency": concurrency, "metric": metric, "rounds": len(ratios),
+               "peers": [ours_peer, against],
                "ours": statistics.median(o[metric] for o in ours), "vllm": statistics.median(v[metric] for v in vllm),
                "ratio_median": statistics.median(ratios), "ratios": [round(r, 3) for r in ratios]}
         for peer, points in (("ours", ours), ("vllm", vllm)):
@@ -66,8 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--ours", default="ours", help="the peer in the numerator (default: ours)")
+    parser.add_argument("--against", default="vllm", help="the peer in the denominator (default: vllm)")
     args = parser.parse_args()
-    summary = summarise(args.runs)
+    summary = summarise(args.runs, args.ours, args.against)
+    print(f"{args.ours} (\"ours\") against {args.against} (\"vllm\")")
     for row in summary["points"]:
         path = {peer: sum(v for k, v in row[f"{peer}_cpu_ms"].items() if k not in ("engine", "client"))
                 for peer in ("ours", "vllm")}
