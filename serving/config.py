@@ -60,8 +60,8 @@ class EngineConfig(_Strict):
                                   "thread of the model spins before it sleeps. libgomp's default (300,000) keeps a "
                                   "core spinning for milliseconds after every engine step, taken from the front "
                                   "end on the same cores: short-query throughput was 154-250 req/s with it and "
-                                  "240-261 with 10,000 (2 cores, tiny model), for 2% of a 0.6B model's batched "
-                                  "throughput. None: libgomp's default. A GOMP_SPINCOUNT in the environment wins.")
+                                  "240-247 with 10,000 (2 cores, tiny model), with no loss on a 0.6B model. "
+                                  "None: libgomp's default. A GOMP_SPINCOUNT in the environment wins.")
     seed: int = Field(0, description="Engine seed.")
     scheduling_policy: Literal["priority", "fcfs"] = Field(
         "priority", description="vLLM's scheduler order. `priority`: the lowest request priority first (a "
